@@ -1,0 +1,60 @@
+//! The HTTP API: routes, thin handlers and the JSON error table. The only module that knows HTTP.
+
+mod auth;
+mod dto;
+mod error;
+mod handlers;
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+
+use crate::domain::TokenHash;
+use crate::engine::Engine;
+
+pub use error::ApiError;
+
+/// Everything the handlers need, shared by all workers.
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub admin_token_hash: TokenHash,
+    /// Base of the webhook URLs handed out, without a trailing slash.
+    pub public_url: String,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+}
+
+/// Registers every route. Unknown routes and wrong methods answer with JSON errors too.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
+        ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
+    }))
+    .service(resource("/healthz").route(web::get().to(handlers::healthz)))
+    .service(
+        resource("/v1/integrations")
+            .route(web::post().to(handlers::create_integration))
+            .route(web::get().to(handlers::list_integrations)),
+    )
+    .service(
+        resource("/v1/integrations/{id}").route(web::delete().to(handlers::revoke_integration)),
+    )
+    .service(resource("/v1/hooks/postman/{token}").route(web::post().to(handlers::ingest)))
+    .service(resource("/v1/incidents").route(web::get().to(handlers::list_incidents)))
+    .service(resource("/v1/incidents/{id}").route(web::get().to(handlers::get_incident)))
+    .service(resource("/v1/monitors").route(web::get().to(handlers::list_monitors)))
+    .service(resource("/v1/monitors/{monitor_uid}").route(web::get().to(handlers::get_monitor)))
+    .default_service(web::to(|| async {
+        HttpResponse::from_error(ApiError::not_found("route"))
+    }));
+}
+
+/// A resource whose unsupported methods answer 405 with a JSON error.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|req: actix_web::HttpRequest| async move {
+        HttpResponse::from_error(ApiError::new(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not allowed on {}", req.method(), req.path()),
+        ))
+    }))
+}

@@ -1,0 +1,144 @@
+//! The immutable events of the log, their stored JSON shape (schema version 1) and the SHA-256
+//! chain that links each event to the one before it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::ids::{Digest256, EventId, IntegrationId, MonitorUid, Seq, TokenHash};
+
+/// The version of the stored event shape written by this build. A stored event with another
+/// version is refused rather than guessed at.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// What happened. Closed: every consumer matches on every kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    /// An integration (one webhook URL) was created. Only the hash of its token is recorded.
+    IntegrationCreated {
+        integration_id: IntegrationId,
+        name: String,
+        token_hash: TokenHash,
+    },
+    /// An integration was revoked: its webhook URL is refused from this event on.
+    IntegrationRevoked { integration_id: IntegrationId },
+    /// Postman delivered the result of one monitor run. `payload` is the body exactly as received.
+    MonitorRunReported {
+        integration_id: IntegrationId,
+        monitor_uid: MonitorUid,
+        payload: Map<String, Value>,
+    },
+}
+
+impl EventBody {
+    /// The `kind` tag as stored.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::IntegrationCreated { .. } => "integration_created",
+            EventBody::IntegrationRevoked { .. } => "integration_revoked",
+            EventBody::MonitorRunReported { .. } => "monitor_run_reported",
+        }
+    }
+
+    pub fn integration_id(&self) -> IntegrationId {
+        match self {
+            EventBody::IntegrationCreated { integration_id, .. }
+            | EventBody::IntegrationRevoked { integration_id }
+            | EventBody::MonitorRunReported { integration_id, .. } => *integration_id,
+        }
+    }
+}
+
+/// One event as stored in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub schema: u16,
+    pub seq: Seq,
+    pub event_id: EventId,
+    /// Server time when the event was appended.
+    pub recorded_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// `hash` of the event at `seq - 1`, or all zeros for the first event.
+    pub prev_hash: Digest256,
+    /// SHA-256 of this event's stored JSON without the `hash` field (so it covers `prev_hash`).
+    pub hash: Digest256,
+}
+
+/// The part of an event that its hash covers: everything but the hash itself, in stored order.
+#[derive(Serialize)]
+struct Hashed<'a> {
+    schema: u16,
+    seq: Seq,
+    event_id: EventId,
+    recorded_at: &'a DateTime<Utc>,
+    #[serde(flatten)]
+    body: &'a EventBody,
+    prev_hash: Digest256,
+}
+
+/// A stored event that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a valid stored event: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("stored event has schema version {0}; this build reads version {SCHEMA_VERSION}")]
+    UnsupportedSchema(u16),
+}
+
+impl Event {
+    /// Builds the event at `seq` and computes its hash from its content and `prev_hash`.
+    pub fn seal(
+        seq: Seq,
+        event_id: EventId,
+        recorded_at: DateTime<Utc>,
+        body: EventBody,
+        prev_hash: Digest256,
+    ) -> Event {
+        let mut event = Event {
+            schema: SCHEMA_VERSION,
+            seq,
+            event_id,
+            recorded_at,
+            body,
+            prev_hash,
+            hash: Digest256::GENESIS,
+        };
+        event.hash = event.computed_hash();
+        event
+    }
+
+    /// The hash this event's content calls for; differs from `hash` when the event was altered.
+    pub fn computed_hash(&self) -> Digest256 {
+        let content = Hashed {
+            schema: self.schema,
+            seq: self.seq,
+            event_id: self.event_id,
+            recorded_at: &self.recorded_at,
+            body: &self.body,
+            prev_hash: self.prev_hash,
+        };
+        // Serializing plain data into a Vec cannot fail.
+        Digest256::of(&serde_json::to_vec(&content).expect("event serializes"))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("event serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let event: Event = serde_json::from_slice(bytes)?;
+        if event.schema != SCHEMA_VERSION {
+            return Err(DecodeError::UnsupportedSchema(event.schema));
+        }
+        Ok(event)
+    }
+
+    pub fn monitor_uid(&self) -> Option<&MonitorUid> {
+        match &self.body {
+            EventBody::MonitorRunReported { monitor_uid, .. } => Some(monitor_uid),
+            EventBody::IntegrationCreated { .. } | EventBody::IntegrationRevoked { .. } => None,
+        }
+    }
+}

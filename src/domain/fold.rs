@@ -1,0 +1,484 @@
+//! The projections: a pure fold of the event log into integrations, monitors and incidents.
+//! No I/O, no clock, no randomness: every time and id comes from the events themselves, so the
+//! same log always folds to the same state.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::event::{Event, EventBody};
+use super::ids::{IncidentId, IntegrationId, MonitorUid, Seq, TokenHash};
+use super::payload::{Metrics, RunReport, Verdict};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Integration {
+    pub id: IntegrationId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub created_seq: Seq,
+    pub token_hash: TokenHash,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_seq: Option<Seq>,
+}
+
+impl Integration {
+    pub fn is_active(&self) -> bool {
+        self.revoked_seq.is_none()
+    }
+}
+
+/// Monitors are told apart by integration as well as uid: two integrations may both receive runs
+/// of a monitor with the same uid, and their incidents must stay apart. Ordered by uid first so
+/// that all integrations of one uid are adjacent.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MonitorKey {
+    pub monitor_uid: MonitorUid,
+    pub integration_id: IntegrationId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MonitorStatus {
+    Passing,
+    Failing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Monitor {
+    pub integration_id: IntegrationId,
+    pub monitor_uid: MonitorUid,
+    /// The name from the most recent run that carried one.
+    pub name: Option<String>,
+    pub status: MonitorStatus,
+    pub runs_seen: u64,
+    pub last_run_at: DateTime<Utc>,
+    pub last_run_seq: Seq,
+    pub last_metrics: Metrics,
+    pub open_incident: Option<IncidentId>,
+}
+
+impl Monitor {
+    pub fn key(&self) -> MonitorKey {
+        MonitorKey {
+            monitor_uid: self.monitor_uid.clone(),
+            integration_id: self.integration_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    Open,
+    Resolved,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: IncidentId,
+    pub integration_id: IntegrationId,
+    pub monitor_uid: MonitorUid,
+    pub monitor_name: Option<String>,
+    pub status: IncidentStatus,
+    pub opened_at: DateTime<Utc>,
+    pub opened_seq: Seq,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolved_seq: Option<Seq>,
+    pub failing_runs: u64,
+    /// Metrics of the most recent run that touched the incident (the resolving run once resolved).
+    pub last_metrics: Metrics,
+}
+
+impl Incident {
+    pub fn monitor_key(&self) -> MonitorKey {
+        MonitorKey {
+            monitor_uid: self.monitor_uid.clone(),
+            integration_id: self.integration_id,
+        }
+    }
+}
+
+/// What one run did to its monitor's incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transition {
+    /// A failing run with no open incident opened one.
+    Opened,
+    /// A failing run joined the incident already open.
+    Ongoing,
+    /// A passing run resolved the open incident.
+    Resolved,
+    /// A passing run with no open incident.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IncidentRef {
+    pub id: IncidentId,
+    pub status: IncidentStatus,
+}
+
+/// The result of applying one event, for the writer's answer to the command that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    IntegrationCreated,
+    IntegrationRevoked,
+    Run {
+        verdict: Verdict,
+        transition: Transition,
+        incident: Option<IncidentRef>,
+    },
+}
+
+/// The projection entries one event changed, so that a checkpoint writes only those.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub integration: Option<IntegrationId>,
+    pub monitor: Option<MonitorKey>,
+    /// Keyed by the incident's opening seq.
+    pub incident: Option<Seq>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub outcome: Outcome,
+    pub touched: Touched,
+}
+
+/// A log that cannot be folded: the events are out of order or contradict each other. The writer
+/// never appends such events, so this means the stored log was damaged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    #[error("expected event {expected}, got event {got}")]
+    OutOfOrder { expected: Seq, got: Seq },
+    #[error("event {seq} contradicts the log before it: {reason}")]
+    Inconsistent { seq: Seq, reason: String },
+}
+
+/// All projections after the events up to `applied`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    applied: Seq,
+    integrations: BTreeMap<IntegrationId, Integration>,
+    monitors: BTreeMap<MonitorKey, Monitor>,
+    /// The seqs of each monitor's runs, oldest first.
+    runs: BTreeMap<MonitorKey, Vec<Seq>>,
+    /// Keyed by opening seq, so iteration order is the order incidents were opened.
+    incidents: BTreeMap<Seq, Incident>,
+    // Derived lookups, rebuilt by `from_parts`; never persisted.
+    incident_index: HashMap<IncidentId, Seq>,
+    token_index: HashMap<TokenHash, IntegrationId>,
+}
+
+impl State {
+    /// Rebuilds a state from its persisted parts (a checkpoint).
+    pub fn from_parts(
+        applied: Seq,
+        integrations: impl IntoIterator<Item = Integration>,
+        monitors: impl IntoIterator<Item = Monitor>,
+        runs: impl IntoIterator<Item = (MonitorKey, Vec<Seq>)>,
+        incidents: impl IntoIterator<Item = Incident>,
+    ) -> State {
+        let mut state = State {
+            applied,
+            ..State::default()
+        };
+        for i in integrations {
+            if i.is_active() {
+                state.token_index.insert(i.token_hash, i.id);
+            }
+            state.integrations.insert(i.id, i);
+        }
+        state.monitors = monitors.into_iter().map(|m| (m.key(), m)).collect();
+        state.runs = runs.into_iter().collect();
+        for inc in incidents {
+            state.incident_index.insert(inc.id, inc.opened_seq);
+            state.incidents.insert(inc.opened_seq, inc);
+        }
+        state
+    }
+
+    /// The seq of the last event folded in; `Seq::ZERO` for an empty log.
+    pub fn applied(&self) -> Seq {
+        self.applied
+    }
+
+    /// Folds one event in. Events must come in log order, each exactly once.
+    pub fn apply(&mut self, event: &Event) -> Result<Applied, FoldError> {
+        let expected = self.applied.next();
+        if event.seq != expected {
+            return Err(FoldError::OutOfOrder {
+                expected,
+                got: event.seq,
+            });
+        }
+        let inconsistent = |reason: String| FoldError::Inconsistent {
+            seq: event.seq,
+            reason,
+        };
+        let applied = match &event.body {
+            EventBody::IntegrationCreated {
+                integration_id,
+                name,
+                token_hash,
+            } => {
+                if self.integrations.contains_key(integration_id) {
+                    return Err(inconsistent(format!(
+                        "integration {integration_id} created twice"
+                    )));
+                }
+                self.integrations.insert(
+                    *integration_id,
+                    Integration {
+                        id: *integration_id,
+                        name: name.clone(),
+                        created_at: event.recorded_at,
+                        created_seq: event.seq,
+                        token_hash: *token_hash,
+                        revoked_at: None,
+                        revoked_seq: None,
+                    },
+                );
+                self.token_index.insert(*token_hash, *integration_id);
+                Applied {
+                    outcome: Outcome::IntegrationCreated,
+                    touched: Touched {
+                        integration: Some(*integration_id),
+                        ..Touched::default()
+                    },
+                }
+            }
+            EventBody::IntegrationRevoked { integration_id } => {
+                let integration = self
+                    .integrations
+                    .get_mut(integration_id)
+                    .filter(|i| i.is_active())
+                    .ok_or_else(|| {
+                        inconsistent(format!("integration {integration_id} is not active"))
+                    })?;
+                integration.revoked_at = Some(event.recorded_at);
+                integration.revoked_seq = Some(event.seq);
+                self.token_index.remove(&integration.token_hash);
+                Applied {
+                    outcome: Outcome::IntegrationRevoked,
+                    touched: Touched {
+                        integration: Some(*integration_id),
+                        ..Touched::default()
+                    },
+                }
+            }
+            EventBody::MonitorRunReported {
+                integration_id,
+                monitor_uid,
+                payload,
+            } => {
+                if !self
+                    .integrations
+                    .get(integration_id)
+                    .is_some_and(Integration::is_active)
+                {
+                    return Err(inconsistent(format!(
+                        "integration {integration_id} is not active"
+                    )));
+                }
+                let report = RunReport::from_payload(payload)
+                    .map_err(|e| inconsistent(format!("stored payload is invalid: {e}")))?;
+                if &report.monitor_uid != monitor_uid {
+                    return Err(inconsistent(
+                        "monitor_uid differs from the payload's".to_owned(),
+                    ));
+                }
+                self.apply_run(event, *integration_id, report)
+            }
+        };
+        self.applied = event.seq;
+        Ok(applied)
+    }
+
+    fn apply_run(
+        &mut self,
+        event: &Event,
+        integration_id: IntegrationId,
+        run: RunReport,
+    ) -> Applied {
+        let key = MonitorKey {
+            monitor_uid: run.monitor_uid,
+            integration_id,
+        };
+        let verdict = run.metrics.verdict();
+        let monitor = self.monitors.entry(key.clone()).or_insert_with(|| Monitor {
+            integration_id,
+            monitor_uid: key.monitor_uid.clone(),
+            name: None,
+            status: MonitorStatus::Passing,
+            runs_seen: 0,
+            last_run_at: event.recorded_at,
+            last_run_seq: event.seq,
+            last_metrics: run.metrics.clone(),
+            open_incident: None,
+        });
+        if run.monitor_name.is_some() {
+            monitor.name = run.monitor_name;
+        }
+        monitor.runs_seen += 1;
+        monitor.last_run_at = event.recorded_at;
+        monitor.last_run_seq = event.seq;
+        monitor.last_metrics = run.metrics.clone();
+        self.runs.entry(key.clone()).or_default().push(event.seq);
+
+        let open = monitor
+            .open_incident
+            .and_then(|id| self.incident_index.get(&id).copied());
+        let (transition, incident_seq) = match (verdict, open) {
+            (Verdict::Failing, None) => {
+                let id = IncidentId::derived_from(event.event_id);
+                monitor.status = MonitorStatus::Failing;
+                monitor.open_incident = Some(id);
+                self.incident_index.insert(id, event.seq);
+                self.incidents.insert(
+                    event.seq,
+                    Incident {
+                        id,
+                        integration_id,
+                        monitor_uid: key.monitor_uid.clone(),
+                        monitor_name: monitor.name.clone(),
+                        status: IncidentStatus::Open,
+                        opened_at: event.recorded_at,
+                        opened_seq: event.seq,
+                        resolved_at: None,
+                        resolved_seq: None,
+                        failing_runs: 1,
+                        last_metrics: run.metrics,
+                    },
+                );
+                (Transition::Opened, Some(event.seq))
+            }
+            (Verdict::Failing, Some(seq)) => {
+                monitor.status = MonitorStatus::Failing;
+                let incident = self
+                    .incidents
+                    .get_mut(&seq)
+                    .expect("index points at an incident");
+                incident.failing_runs += 1;
+                incident.last_metrics = run.metrics;
+                if monitor.name.is_some() {
+                    incident.monitor_name = monitor.name.clone();
+                }
+                (Transition::Ongoing, Some(seq))
+            }
+            (Verdict::Passing, Some(seq)) => {
+                monitor.status = MonitorStatus::Passing;
+                monitor.open_incident = None;
+                let incident = self
+                    .incidents
+                    .get_mut(&seq)
+                    .expect("index points at an incident");
+                incident.status = IncidentStatus::Resolved;
+                incident.resolved_at = Some(event.recorded_at);
+                incident.resolved_seq = Some(event.seq);
+                incident.last_metrics = run.metrics;
+                (Transition::Resolved, Some(seq))
+            }
+            (Verdict::Passing, None) => {
+                monitor.status = MonitorStatus::Passing;
+                (Transition::None, None)
+            }
+        };
+        let incident = incident_seq.map(|seq| {
+            let inc = &self.incidents[&seq];
+            IncidentRef {
+                id: inc.id,
+                status: inc.status,
+            }
+        });
+        Applied {
+            outcome: Outcome::Run {
+                verdict,
+                transition,
+                incident,
+            },
+            touched: Touched {
+                integration: None,
+                monitor: Some(key),
+                incident: incident_seq,
+            },
+        }
+    }
+
+    pub fn integrations(&self) -> impl DoubleEndedIterator<Item = &Integration> {
+        self.integrations.values()
+    }
+
+    pub fn integration(&self, id: IntegrationId) -> Option<&Integration> {
+        self.integrations.get(&id)
+    }
+
+    /// The active integration whose webhook token hashes to `hash`.
+    pub fn integration_by_token(&self, hash: &TokenHash) -> Option<&Integration> {
+        self.token_index
+            .get(hash)
+            .and_then(|id| self.integrations.get(id))
+    }
+
+    pub fn monitors(&self) -> impl DoubleEndedIterator<Item = &Monitor> {
+        self.monitors.values()
+    }
+
+    pub fn monitor(&self, key: &MonitorKey) -> Option<&Monitor> {
+        self.monitors.get(key)
+    }
+
+    /// Every monitor with this uid, one per integration that received its runs.
+    pub fn monitors_with_uid<'a>(
+        &'a self,
+        uid: &'a MonitorUid,
+    ) -> impl Iterator<Item = &'a Monitor> {
+        self.monitors
+            .range(
+                MonitorKey {
+                    monitor_uid: uid.clone(),
+                    integration_id: IntegrationId(uuid::Uuid::nil()),
+                }..,
+            )
+            .take_while(move |(k, _)| &k.monitor_uid == uid)
+            .map(|(_, m)| m)
+    }
+
+    /// The seqs of a monitor's runs, oldest first.
+    pub fn runs(&self, key: &MonitorKey) -> &[Seq] {
+        self.runs.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn incident(&self, id: IncidentId) -> Option<&Incident> {
+        self.incident_index
+            .get(&id)
+            .and_then(|seq| self.incidents.get(seq))
+    }
+
+    pub fn incident_opened_at(&self, opened_seq: Seq) -> Option<&Incident> {
+        self.incidents.get(&opened_seq)
+    }
+
+    /// Incidents opened strictly before `before` (all when `None`), newest first.
+    pub fn incidents_newest_first(&self, before: Option<Seq>) -> impl Iterator<Item = &Incident> {
+        let upper = before.unwrap_or(Seq(u64::MAX));
+        self.incidents.range(..upper).rev().map(|(_, i)| i)
+    }
+
+    pub fn incidents(&self) -> impl DoubleEndedIterator<Item = &Incident> {
+        self.incidents.values()
+    }
+
+    /// The seqs of the runs that belong to an incident: its monitor's runs from the opening run to
+    /// the resolving one (or the latest, while it is open).
+    pub fn incident_runs(&self, incident: &Incident) -> &[Seq] {
+        let runs = self.runs(&incident.monitor_key());
+        let start = runs.partition_point(|s| *s < incident.opened_seq);
+        let end = match incident.resolved_seq {
+            Some(r) => runs.partition_point(|s| *s <= r),
+            None => runs.len(),
+        };
+        &runs[start..end]
+    }
+}

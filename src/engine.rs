@@ -1,0 +1,591 @@
+//! The single writer. Commands from any number of request handlers are queued to one thread that
+//! validates them against the current state, assigns the next seqs, appends a whole batch with one
+//! fsync (group commit), folds it, and only then publishes the new state and answers.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use rand::RngCore;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::domain::{
+    Digest256, Event, EventBody, EventId, FoldError, IncidentRef, Integration, IntegrationId,
+    MonitorUid, Outcome, ParsedRun, Seq, State, TokenHash, Transition, Verdict,
+};
+use crate::store::{Dirty, Encoded, Store, StoreError, StoreOptions};
+
+/// Why a command was not carried out. Each kind maps to one HTTP status in `api`.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("field `{field}` {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("the event would be {bytes} bytes; at most {max} bytes can be stored")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("storage failed: {0}")]
+    Storage(StoreError),
+    #[error("the stored log is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the engine stopped accepting writes after a storage failure")]
+    Unavailable,
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt { .. } => EngineError::Corrupt(e.to_string()),
+            StoreError::TooLarge { bytes, max } => EngineError::TooLarge { bytes, max },
+            other => EngineError::Storage(other),
+        }
+    }
+}
+
+impl From<FoldError> for EngineError {
+    fn from(e: FoldError) -> Self {
+        EngineError::Corrupt(e.to_string())
+    }
+}
+
+/// Tunables of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub store: StoreOptions,
+    /// Most commands folded into one append and one fsync.
+    pub max_batch: usize,
+    /// Write a projection checkpoint after this many events (and whenever the writer is idle).
+    pub checkpoint_every: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            store: StoreOptions::default(),
+            max_batch: 1024,
+            checkpoint_every: 10_000,
+        }
+    }
+}
+
+/// How long the writer waits for work before it checkpoints what it has folded.
+const IDLE_CHECKPOINT: Duration = Duration::from_millis(500);
+
+/// The answer to an accepted delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestReceipt {
+    pub seq: Seq,
+    pub event_id: EventId,
+    pub monitor_uid: MonitorUid,
+    pub verdict: Verdict,
+    pub transition: Transition,
+    pub incident: Option<IncidentRef>,
+}
+
+/// A newly created integration and its webhook token, which exists nowhere else.
+#[derive(Debug, Clone)]
+pub struct CreatedIntegration {
+    pub integration: Integration,
+    pub token: String,
+}
+
+/// Counters of the writer, for group-commit checks and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStats {
+    pub events_appended: u64,
+    pub syncs: u64,
+}
+
+/// A secret with 256 bits of randomness, with a prefix that says what it is for (so it can be
+/// recognised if it leaks, e.g. by secret scanners).
+pub fn new_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// The only form in which a token is stored or compared.
+pub fn hash_token(token: &str) -> TokenHash {
+    Digest256::of(token.as_bytes())
+}
+
+enum CommandKind {
+    CreateIntegration {
+        id: IntegrationId,
+        name: String,
+        token_hash: TokenHash,
+    },
+    RevokeIntegration {
+        id: IntegrationId,
+    },
+    Ingest {
+        token_hash: TokenHash,
+        run: ParsedRun,
+    },
+}
+
+enum Receipt {
+    Integration(Integration),
+    Run(IngestReceipt),
+}
+
+struct Command {
+    kind: CommandKind,
+    reply: oneshot::Sender<Result<Receipt, EngineError>>,
+}
+
+struct Shared {
+    store: Store,
+    /// The published state: only events that are durable have been folded into it.
+    state: RwLock<State>,
+    events_appended: AtomicU64,
+    syncs: AtomicU64,
+    failed: AtomicBool,
+}
+
+pub struct Engine {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Opens the data directory, loads the projection checkpoint, catches it up from the log and
+    /// starts the writer.
+    pub fn open(dir: &Path, options: EngineOptions) -> Result<Engine, EngineError> {
+        let store = Store::open(dir, &options.store)?;
+        let head = store.head()?;
+        let head_seq = head.as_ref().map_or(Seq::ZERO, |e| e.seq);
+        let checkpoint = match store.load_checkpoint() {
+            Ok(Some(state)) if state.applied() <= head_seq => Some(state),
+            Ok(Some(state)) => {
+                tracing::warn!(
+                    checkpoint = %state.applied(), head = %head_seq,
+                    "projection checkpoint is ahead of the log; refolding the log"
+                );
+                None
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "projection checkpoint unreadable; refolding the log");
+                None
+            }
+        };
+        let (mut state, mut dirty) = match checkpoint {
+            Some(state) => (state, Dirty::default()),
+            None => {
+                store.clear_checkpoint()?;
+                (State::default(), Dirty::default())
+            }
+        };
+        let from_scratch = state.applied() == Seq::ZERO;
+        let caught_up = catch_up(&store, &mut state, &mut dirty)?;
+        if from_scratch {
+            dirty = Dirty::everything(&state);
+        }
+        if !dirty.is_empty() {
+            store.save_checkpoint(&state, &dirty)?;
+        }
+        tracing::info!(head = %head_seq, caught_up, "projections ready");
+
+        let writer_state = state.clone();
+        let shared = Arc::new(Shared {
+            store,
+            state: RwLock::new(state),
+            events_appended: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            shared: shared.clone(),
+            state: writer_state,
+            head_hash: head.as_ref().map_or(Digest256::GENESIS, |e| e.hash),
+            last_recorded_at: head.map(|e| e.recorded_at),
+            dirty: Dirty::default(),
+            options,
+        };
+        let handle = std::thread::Builder::new()
+            .name("incidentd-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| EngineError::Storage(StoreError::Io(e)))?;
+        Ok(Engine {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    async fn submit(&self, kind: CommandKind) -> Result<Receipt, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let sent = match &*self.tx.lock().expect("sender lock") {
+            Some(tx) => tx.send(Command { kind, reply }).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(EngineError::Unavailable);
+        }
+        answer.await.map_err(|_| EngineError::Unavailable)?
+    }
+
+    /// Creates an integration with a fresh webhook token.
+    pub async fn create_integration(&self, name: &str) -> Result<CreatedIntegration, EngineError> {
+        let name = validate_name(name)?;
+        let token = new_secret("whk_");
+        let kind = CommandKind::CreateIntegration {
+            id: IntegrationId(Uuid::new_v4()),
+            name,
+            token_hash: hash_token(&token),
+        };
+        match self.submit(kind).await? {
+            Receipt::Integration(integration) => Ok(CreatedIntegration { integration, token }),
+            Receipt::Run(_) => unreachable!("a create command is answered with an integration"),
+        }
+    }
+
+    /// Revokes an integration: its webhook URL is refused from now on.
+    pub async fn revoke_integration(&self, id: IntegrationId) -> Result<Integration, EngineError> {
+        match self.submit(CommandKind::RevokeIntegration { id }).await? {
+            Receipt::Integration(integration) => Ok(integration),
+            Receipt::Run(_) => unreachable!("a revoke command is answered with an integration"),
+        }
+    }
+
+    /// Appends one delivered run for the integration whose webhook token is `token`. Returns once
+    /// the event is durable.
+    pub async fn ingest(&self, token: &str, run: ParsedRun) -> Result<IngestReceipt, EngineError> {
+        let kind = CommandKind::Ingest {
+            token_hash: hash_token(token),
+            run,
+        };
+        match self.submit(kind).await? {
+            Receipt::Run(receipt) => Ok(receipt),
+            Receipt::Integration(_) => unreachable!("an ingest command is answered with a run"),
+        }
+    }
+
+    /// The active integration that owns a webhook token, from the published state. The writer
+    /// checks again when it appends, so a revocation racing this check still wins.
+    pub fn hook_integration(&self, token: &str) -> Option<IntegrationId> {
+        self.state()
+            .integration_by_token(&hash_token(token))
+            .map(|i| i.id)
+    }
+
+    /// The published state: every event in it is durable. Hold the guard briefly; the writer
+    /// waits for it to publish the next batch.
+    pub fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.shared.state.read().expect("state lock poisoned")
+    }
+
+    /// One durable event from the log.
+    pub fn event(&self, seq: Seq) -> Result<Option<Event>, EngineError> {
+        if seq > self.state().applied() {
+            return Ok(None);
+        }
+        Ok(self.shared.store.event(seq)?)
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            events_appended: self.shared.events_appended.load(Ordering::Relaxed),
+            syncs: self.shared.syncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// False once a storage failure has stopped the writer.
+    pub fn is_healthy(&self) -> bool {
+        !self.shared.failed.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting commands, lets the writer finish what is queued, checkpoints the
+    /// projections and waits for the writer to exit. Idempotent.
+    pub fn shutdown(&self) {
+        drop(self.tx.lock().expect("sender lock").take());
+        if let Some(handle) = self.writer.lock().expect("writer lock").take() {
+            if handle.join().is_err() {
+                tracing::error!("the writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Folds every event after `state.applied()` into `state`, checking that each links to the one
+/// before. Returns how many events were folded.
+fn catch_up(store: &Store, state: &mut State, dirty: &mut Dirty) -> Result<u64, EngineError> {
+    let mut prev_hash = match state.applied() {
+        Seq::ZERO => Digest256::GENESIS,
+        seq => {
+            store
+                .event(seq)?
+                .ok_or_else(|| {
+                    EngineError::Corrupt(format!("event {seq} is missing from the log"))
+                })?
+                .hash
+        }
+    };
+    let mut count = 0;
+    for event in store.events_from(state.applied().next()) {
+        let event = event?;
+        if event.prev_hash != prev_hash {
+            return Err(EngineError::Corrupt(format!(
+                "event {} does not link to the event before it",
+                event.seq
+            )));
+        }
+        prev_hash = event.hash;
+        let applied = state.apply(&event)?;
+        dirty.record(&applied.touched, state);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// One log line per incident opened or resolved, written once the event is durable.
+fn log_transition(r: &IngestReceipt) {
+    if let (Transition::Opened | Transition::Resolved, Some(incident)) = (r.transition, &r.incident)
+    {
+        tracing::info!(
+            monitor_uid = %r.monitor_uid, incident_id = %incident.id,
+            transition = ?r.transition, seq = %r.seq, "incident transition"
+        );
+    }
+}
+
+fn validate_name(name: &str) -> Result<String, EngineError> {
+    let name = name.trim();
+    let invalid = |reason: &str| EngineError::Invalid {
+        field: "name",
+        reason: reason.to_owned(),
+    };
+    if name.is_empty() {
+        Err(invalid("must not be empty"))
+    } else if name.chars().count() > 200 {
+        Err(invalid("must be at most 200 characters"))
+    } else if name.chars().any(char::is_control) {
+        Err(invalid("must not contain control characters"))
+    } else {
+        Ok(name.to_owned())
+    }
+}
+
+/// The writer thread's own state: one batch ahead of the published state while a batch is being
+/// made durable.
+struct Writer {
+    shared: Arc<Shared>,
+    state: State,
+    head_hash: Digest256,
+    last_recorded_at: Option<DateTime<Utc>>,
+    dirty: Dirty,
+    options: EngineOptions,
+}
+
+type Reply = oneshot::Sender<Result<Receipt, EngineError>>;
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        loop {
+            let first = match rx.recv_timeout(IDLE_CHECKPOINT) {
+                Ok(command) => command,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.checkpoint();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.options.max_batch {
+                match rx.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+            if self.dirty.events() >= self.options.checkpoint_every {
+                self.checkpoint();
+            }
+        }
+        self.checkpoint();
+    }
+
+    fn checkpoint(&mut self) {
+        if self.dirty.is_empty() || self.shared.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.shared.store.save_checkpoint(&self.state, &self.dirty) {
+            Ok(()) => self.dirty = Dirty::default(),
+            // The log still holds everything; the next checkpoint (or start) retries.
+            Err(e) => tracing::warn!(error = %e, "projection checkpoint failed"),
+        }
+    }
+
+    /// Server time for the next event, never earlier than the event before it, so that the log's
+    /// times are in log order even if the system clock steps back.
+    fn next_time(&mut self) -> DateTime<Utc> {
+        let now = Utc::now().trunc_subsecs(6);
+        let at = match self.last_recorded_at {
+            Some(last) if last > now => last,
+            _ => now,
+        };
+        self.last_recorded_at = Some(at);
+        at
+    }
+
+    fn process(&mut self, batch: Vec<Command>) {
+        if self.shared.failed.load(Ordering::Relaxed) {
+            for command in batch {
+                let _ = command.reply.send(Err(EngineError::Unavailable));
+            }
+            return;
+        }
+        let mut staged: Vec<Event> = Vec::with_capacity(batch.len());
+        let mut encoded: Vec<Encoded> = Vec::with_capacity(batch.len());
+        let mut answers: Vec<(Reply, Result<Receipt, EngineError>)> =
+            Vec::with_capacity(batch.len());
+        for Command { kind, reply } in batch {
+            let answer = self.stage(kind, &mut staged, &mut encoded);
+            if let Err(EngineError::Corrupt(reason)) = &answer {
+                // The writer's own state refused an event it built: stop before writing anything
+                // that contradicts the log.
+                tracing::error!(%reason, "writer state is inconsistent; refusing further writes");
+                self.shared.failed.store(true, Ordering::Relaxed);
+            }
+            answers.push((reply, answer));
+        }
+        if self.shared.failed.load(Ordering::Relaxed) {
+            for (reply, _) in answers {
+                let _ = reply.send(Err(EngineError::Unavailable));
+            }
+            return;
+        }
+        if !staged.is_empty() {
+            if let Err(e) = self.shared.store.append(&encoded) {
+                // Whether the batch reached the disk is unknown, and the writer's state is ahead
+                // of the log: stop accepting writes until an operator restarts the service, which
+                // refolds from what the log really holds.
+                tracing::error!(error = %e, "append failed; refusing further writes");
+                self.shared.failed.store(true, Ordering::Relaxed);
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(EngineError::Unavailable));
+                }
+                return;
+            }
+            self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .events_appended
+                .fetch_add(staged.len() as u64, Ordering::Relaxed);
+            let mut published = self.shared.state.write().expect("state lock poisoned");
+            for event in &staged {
+                if let Err(e) = published.apply(event) {
+                    // Unreachable while the published state follows the writer's state; if it
+                    // does happen, readers keep the last consistent state.
+                    tracing::error!(error = %e, "published state refused a durable event");
+                    self.shared.failed.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        for (reply, answer) in answers {
+            if let Ok(Receipt::Run(r)) = &answer {
+                log_transition(r);
+            }
+            // A requester that went away (client disconnected) needs no answer.
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// Validates one command against the writer's state and, when valid, builds its event, folds
+    /// it and queues it for the batch.
+    fn stage(
+        &mut self,
+        kind: CommandKind,
+        staged: &mut Vec<Event>,
+        encoded: &mut Vec<Encoded>,
+    ) -> Result<Receipt, EngineError> {
+        let body = match kind {
+            CommandKind::CreateIntegration {
+                id,
+                name,
+                token_hash,
+            } => EventBody::IntegrationCreated {
+                integration_id: id,
+                name,
+                token_hash,
+            },
+            CommandKind::RevokeIntegration { id } => {
+                let integration = self
+                    .state
+                    .integration(id)
+                    .ok_or_else(|| EngineError::NotFound(format!("integration {id}")))?;
+                if !integration.is_active() {
+                    return Err(EngineError::Conflict(format!(
+                        "integration {id} is already revoked"
+                    )));
+                }
+                EventBody::IntegrationRevoked { integration_id: id }
+            }
+            CommandKind::Ingest { token_hash, run } => {
+                let integration = self
+                    .state
+                    .integration_by_token(&token_hash)
+                    .ok_or_else(|| EngineError::NotFound("webhook".to_owned()))?;
+                EventBody::MonitorRunReported {
+                    integration_id: integration.id,
+                    monitor_uid: run.report.monitor_uid,
+                    payload: run.payload,
+                }
+            }
+        };
+        let at = self.next_time();
+        let event = Event::seal(
+            self.state.applied().next(),
+            EventId(Uuid::new_v4()),
+            at,
+            body,
+            self.head_hash,
+        );
+        let bytes = Encoded::new(&event)?;
+        let applied = self.state.apply(&event)?;
+        self.dirty.record(&applied.touched, &self.state);
+        self.head_hash = event.hash;
+        let receipt = match applied.outcome {
+            Outcome::IntegrationCreated | Outcome::IntegrationRevoked => Receipt::Integration(
+                self.state
+                    .integration(event.body.integration_id())
+                    .expect("the event just applied names it")
+                    .clone(),
+            ),
+            Outcome::Run {
+                verdict,
+                transition,
+                incident,
+            } => Receipt::Run(IngestReceipt {
+                seq: event.seq,
+                event_id: event.event_id,
+                monitor_uid: event
+                    .monitor_uid()
+                    .expect("a run names its monitor")
+                    .clone(),
+                verdict,
+                transition,
+                incident,
+            }),
+        };
+        staged.push(event);
+        encoded.push(bytes);
+        Ok(receipt)
+    }
+}

@@ -1,0 +1,101 @@
+//! The `incidentd` command line: `serve` (the default) runs the service.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use incidentd::engine::EngineOptions;
+use incidentd::server::{self, ServeConfig};
+use incidentd::store::StoreOptions;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Event-sourced incident engine for Postman monitor webhooks"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default when no subcommand is given).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Directory holding the event log, the projections and the admin token.
+    #[arg(long, env = "INCIDENTD_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Address and port to listen on; port 0 picks a free one.
+    #[arg(long, env = "INCIDENTD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Base URL under which Postman reaches this server, used in the webhook URLs handed out.
+    /// Defaults to http://<listen address>.
+    #[arg(long, env = "INCIDENTD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "INCIDENTD_BODY_LIMIT", default_value_t = ServeConfig::DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+    /// Upper bound of the storage page cache, in MiB.
+    #[arg(long, env = "INCIDENTD_CACHE_MB", default_value_t = 64)]
+    cache_mb: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig {
+        public_url: args.public_url,
+        // Read from the environment only: a token on the command line would show in `ps`.
+        admin_token: std::env::var("INCIDENTD_ADMIN_TOKEN").ok(),
+        body_limit: args.body_limit,
+        engine: EngineOptions {
+            store: StoreOptions {
+                cache_capacity: args.cache_mb * 1024 * 1024,
+            },
+            ..EngineOptions::default()
+        },
+        ..ServeConfig::new(args.data_dir, args.listen)
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let running = server::start(config).await?;
+        wait_for_signal().await?;
+        tracing::info!("shutting down: finishing in-flight requests");
+        running.stop(true).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
