@@ -1,0 +1,190 @@
+//! The real `incidentd` binary: start-up configuration from flags and environment, the generated
+//! admin token, health, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_incidentd");
+
+/// A running binary whose log lines are forwarded to a channel.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Process {
+    fn spawn(command: &mut Command) -> Process {
+        let mut child = command
+            .env_remove("INCIDENTD_ADMIN_TOKEN")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Reads log lines until one contains `needle`; the process exiting first fails the test.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| {
+                    panic!("no log line with {needle:?}; log so far: {:#?}", self.log)
+                });
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn listening_base(&mut self) -> String {
+        let line = self.wait_for("listening on http://");
+        let start = line.find("http://").unwrap();
+        line[start..].trim().to_owned()
+    }
+
+    /// Sends SIGTERM and returns the exit status and the rest of the log.
+    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let status = self.child.wait().unwrap();
+        self.log.extend(self.lines.iter());
+        (status, self.log)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_generates_a_private_admin_token_and_never_logs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut process = Process::spawn(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data),
+    );
+    let base = process.listening_base();
+
+    let token_file = data.join("admin-token");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(token.len() >= 64, "the admin token carries 256 bits");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only the owner may read the admin token");
+
+    let client = reqwest::Client::new();
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let created = client
+        .post(format!("{base}/v1/integrations"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "cli"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.unwrap();
+    let url = created["webhook_url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{base}/v1/hooks/postman/whk_")),
+        "{url}"
+    );
+
+    let (status, log) = process.terminate();
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+    let log = log.join("\n");
+    assert!(
+        log.contains(&token_file.display().to_string()),
+        "the log says where the token is"
+    );
+    assert!(!log.contains(&token), "the log never shows the admin token");
+    assert!(
+        !log.contains(created["token"].as_str().unwrap()),
+        "nor a webhook token"
+    );
+
+    // A second start reads the same token rather than making a new one.
+    let mut again = Process::spawn(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data),
+    );
+    again.wait_for("admin token read from");
+    again.listening_base();
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
+    assert!(again.terminate().0.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_variables_configure_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut process = Process::spawn(
+        Command::new(BIN)
+            .env("INCIDENTD_DATA_DIR", dir.path())
+            .env("INCIDENTD_LISTEN", "127.0.0.1:0")
+            .env("INCIDENTD_PUBLIC_URL", "https://incidents.example.com/"),
+    );
+    let base = process.listening_base();
+    process.wait_for("webhook URLs start with https://incidents.example.com/v1/hooks/postman/");
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/v1/integrations"))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({"name": "env"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = created["webhook_url"].as_str().unwrap();
+    assert!(
+        url.starts_with("https://incidents.example.com/v1/hooks/postman/whk_"),
+        "{url}"
+    );
+    assert!(process.terminate().0.success());
+}
+
+#[test]
+fn a_bad_public_url_fails_at_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "incidents.example.com",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("INCIDENTD_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid public URL \"incidents.example.com\""),
+        "{stderr}"
+    );
+}
