@@ -7,16 +7,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use rand::RngCore;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::audit::{self, ReplayReport, VerifyReport};
 use crate::domain::{
-    Digest256, Event, EventBody, EventId, FoldError, IncidentRef, Integration, IntegrationId,
-    MonitorUid, Outcome, ParsedRun, Seq, State, TokenHash, Transition, Verdict,
+    Digest256, Event, EventBody, EventId, FoldError, Incident, IncidentId, IncidentRef,
+    IncidentStatus, Integration, IntegrationId, MonitorUid, Outcome, ParsedRun, Seq, State,
+    TokenHash, Transition, Verdict,
 };
 use crate::store::{Dirty, Encoded, Store, StoreError, StoreOptions};
 
@@ -89,6 +91,14 @@ pub struct IngestReceipt {
     pub incident: Option<IncidentRef>,
 }
 
+/// The answer to an acknowledgement or a note: the event and the incident after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionReceipt {
+    pub seq: Seq,
+    pub event_id: EventId,
+    pub incident: Incident,
+}
+
 /// A newly created integration and its webhook token, which exists nowhere else.
 #[derive(Debug, Clone)]
 pub struct CreatedIntegration {
@@ -116,7 +126,8 @@ pub fn hash_token(token: &str) -> TokenHash {
     Digest256::of(token.as_bytes())
 }
 
-enum CommandKind {
+/// A command that appends one event when valid.
+enum WriteCommand {
     CreateIntegration {
         id: IntegrationId,
         name: String,
@@ -129,11 +140,33 @@ enum CommandKind {
         token_hash: TokenHash,
         run: ParsedRun,
     },
+    Acknowledge {
+        incident_id: IncidentId,
+        by: String,
+        note: Option<String>,
+    },
+    AddNote {
+        incident_id: IncidentId,
+        by: String,
+        text: String,
+    },
+}
+
+enum CommandKind {
+    Write(WriteCommand),
+    /// Replace the projections with ones rebuilt from the log up to some seq, after catching them
+    /// up to the head.
+    Swap {
+        rebuilt: Box<State>,
+        started: Instant,
+    },
 }
 
 enum Receipt {
     Integration(Integration),
     Run(IngestReceipt),
+    Replay(ReplayReport),
+    Action(ActionReceipt),
 }
 
 struct Command {
@@ -186,7 +219,7 @@ impl Engine {
             }
         };
         let from_scratch = state.applied() == Seq::ZERO;
-        let caught_up = catch_up(&store, &mut state, &mut dirty)?;
+        let caught_up = audit::catch_up(&store, &mut state, &mut dirty)?;
         if from_scratch {
             dirty = Dirty::everything(&state);
         }
@@ -239,36 +272,178 @@ impl Engine {
     pub async fn create_integration(&self, name: &str) -> Result<CreatedIntegration, EngineError> {
         let name = validate_name(name)?;
         let token = new_secret("whk_");
-        let kind = CommandKind::CreateIntegration {
+        let command = WriteCommand::CreateIntegration {
             id: IntegrationId(Uuid::new_v4()),
             name,
             token_hash: hash_token(&token),
         };
-        match self.submit(kind).await? {
+        match self.submit(CommandKind::Write(command)).await? {
             Receipt::Integration(integration) => Ok(CreatedIntegration { integration, token }),
-            Receipt::Run(_) => unreachable!("a create command is answered with an integration"),
+            _ => unreachable!("a create command is answered with an integration"),
         }
     }
 
     /// Revokes an integration: its webhook URL is refused from now on.
     pub async fn revoke_integration(&self, id: IntegrationId) -> Result<Integration, EngineError> {
-        match self.submit(CommandKind::RevokeIntegration { id }).await? {
+        match self
+            .submit(CommandKind::Write(WriteCommand::RevokeIntegration { id }))
+            .await?
+        {
             Receipt::Integration(integration) => Ok(integration),
-            Receipt::Run(_) => unreachable!("a revoke command is answered with an integration"),
+            _ => unreachable!("a revoke command is answered with an integration"),
         }
     }
 
     /// Appends one delivered run for the integration whose webhook token is `token`. Returns once
     /// the event is durable.
     pub async fn ingest(&self, token: &str, run: ParsedRun) -> Result<IngestReceipt, EngineError> {
-        let kind = CommandKind::Ingest {
+        let command = WriteCommand::Ingest {
             token_hash: hash_token(token),
             run,
         };
-        match self.submit(kind).await? {
+        match self.submit(CommandKind::Write(command)).await? {
             Receipt::Run(receipt) => Ok(receipt),
-            Receipt::Integration(_) => unreachable!("an ingest command is answered with a run"),
+            _ => unreachable!("an ingest command is answered with a run"),
         }
+    }
+
+    /// Records that `by` acknowledged an open incident.
+    pub async fn acknowledge(
+        &self,
+        incident_id: IncidentId,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<ActionReceipt, EngineError> {
+        let by = validate_text("by", by, 200, true)?;
+        let note = note
+            .map(|n| validate_text("note", n, MAX_TEXT, false))
+            .transpose()?;
+        self.action(WriteCommand::Acknowledge {
+            incident_id,
+            by,
+            note,
+        })
+        .await
+    }
+
+    /// Records a note by `by` on an incident, in any status.
+    pub async fn add_note(
+        &self,
+        incident_id: IncidentId,
+        by: &str,
+        text: &str,
+    ) -> Result<ActionReceipt, EngineError> {
+        let by = validate_text("by", by, 200, true)?;
+        let text = validate_text("text", text, MAX_TEXT, false)?;
+        self.action(WriteCommand::AddNote {
+            incident_id,
+            by,
+            text,
+        })
+        .await
+    }
+
+    async fn action(&self, command: WriteCommand) -> Result<ActionReceipt, EngineError> {
+        match self.submit(CommandKind::Write(command)).await? {
+            Receipt::Action(receipt) => Ok(receipt),
+            _ => unreachable!("an incident action is answered with an action receipt"),
+        }
+    }
+
+    /// An incident and every durable event on its timeline, in log order. Blocking: reads them.
+    pub fn incident_with_events(
+        &self,
+        id: IncidentId,
+    ) -> Result<Option<(Incident, Vec<Event>)>, EngineError> {
+        let (incident, seqs) = {
+            let state = self.state();
+            let Some(incident) = state.incident(id) else {
+                return Ok(None);
+            };
+            (incident.clone(), state.incident_events(incident))
+        };
+        let events = seqs
+            .into_iter()
+            .map(|seq| {
+                self.shared.store.event(seq)?.ok_or_else(|| {
+                    EngineError::Corrupt(format!("event {seq} is missing from the log"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((incident, events)))
+    }
+
+    /// Rebuilds every projection from the first event while ingest goes on: folds the durable log
+    /// into a fresh state off the writer, then has the writer catch it up to the head, compare
+    /// digests, and swap it in (and checkpoint it) in one step.
+    pub async fn replay(&self) -> Result<ReplayReport, EngineError> {
+        let started = Instant::now();
+        let head = self.state().applied();
+        let shared = self.shared.clone();
+        let rebuilt = tokio::task::spawn_blocking(move || audit::fold_prefix(&shared.store, head))
+            .await
+            .map_err(|_| EngineError::Unavailable)??;
+        let command = CommandKind::Swap {
+            rebuilt: Box::new(rebuilt),
+            started,
+        };
+        match self.submit(command).await? {
+            Receipt::Replay(report) => Ok(report),
+            _ => unreachable!("a swap command is answered with a replay report"),
+        }
+    }
+
+    /// Verifies the hash chain and the fold of every durable event. Blocking: reads the whole log.
+    pub fn verify(&self) -> VerifyReport {
+        let head = self.state().applied();
+        audit::verify(&self.shared.store, Some(head))
+    }
+
+    /// The projections as they were right after event `seq` (clamped to the durable head).
+    /// Blocking: folds the log up to `seq`.
+    pub fn state_at(&self, seq: Seq) -> Result<State, EngineError> {
+        let seq = seq.min(self.state().applied());
+        audit::fold_prefix(&self.shared.store, seq)
+    }
+
+    /// The last durable event recorded at or before `at`, found by bisection: the writer keeps
+    /// `recorded_at` in log order. `Seq::ZERO` when every event is later.
+    pub fn seq_as_of(&self, at: DateTime<Utc>) -> Result<Seq, EngineError> {
+        let (mut low, mut high) = (0u64, self.state().applied().0);
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            let event = self.shared.store.event(Seq(mid))?.ok_or_else(|| {
+                EngineError::Corrupt(format!("event {mid} is missing from the log"))
+            })?;
+            if event.recorded_at <= at {
+                low = mid;
+            } else {
+                high = mid - 1;
+            }
+        }
+        Ok(Seq(low))
+    }
+
+    /// Durable events after `after`, oldest first: at most `limit` of those `keep` accepts.
+    /// Blocking: reads the log.
+    pub fn events_after(
+        &self,
+        after: Seq,
+        limit: usize,
+        keep: impl Fn(&Event) -> bool,
+    ) -> Result<Vec<Event>, EngineError> {
+        let head = self.state().applied();
+        let mut out = Vec::new();
+        for event in self.shared.store.events_from(after.next()) {
+            let event = event?;
+            if event.seq > head || out.len() == limit {
+                break;
+            }
+            if keep(&event) {
+                out.push(event);
+            }
+        }
+        Ok(out)
     }
 
     /// The active integration that owns a webhook token, from the published state. The writer
@@ -323,37 +498,6 @@ impl Drop for Engine {
     }
 }
 
-/// Folds every event after `state.applied()` into `state`, checking that each links to the one
-/// before. Returns how many events were folded.
-fn catch_up(store: &Store, state: &mut State, dirty: &mut Dirty) -> Result<u64, EngineError> {
-    let mut prev_hash = match state.applied() {
-        Seq::ZERO => Digest256::GENESIS,
-        seq => {
-            store
-                .event(seq)?
-                .ok_or_else(|| {
-                    EngineError::Corrupt(format!("event {seq} is missing from the log"))
-                })?
-                .hash
-        }
-    };
-    let mut count = 0;
-    for event in store.events_from(state.applied().next()) {
-        let event = event?;
-        if event.prev_hash != prev_hash {
-            return Err(EngineError::Corrupt(format!(
-                "event {} does not link to the event before it",
-                event.seq
-            )));
-        }
-        prev_hash = event.hash;
-        let applied = state.apply(&event)?;
-        dirty.record(&applied.touched, state);
-        count += 1;
-    }
-    Ok(count)
-}
-
 /// One log line per incident opened or resolved, written once the event is durable.
 fn log_transition(r: &IngestReceipt) {
     if let (Transition::Opened | Transition::Resolved, Some(incident)) = (r.transition, &r.incident)
@@ -362,6 +506,33 @@ fn log_transition(r: &IngestReceipt) {
             monitor_uid = %r.monitor_uid, incident_id = %incident.id,
             transition = ?r.transition, seq = %r.seq, "incident transition"
         );
+    }
+}
+
+/// Longest note or acknowledgement text, in characters.
+const MAX_TEXT: usize = 10_000;
+
+/// Checks free text from a person: trimmed, not empty, not too long; line breaks only where
+/// `single_line` is false.
+fn validate_text(
+    field: &'static str,
+    text: &str,
+    max_chars: usize,
+    single_line: bool,
+) -> Result<String, EngineError> {
+    let text = text.trim();
+    let invalid = |reason: String| EngineError::Invalid { field, reason };
+    if text.is_empty() {
+        Err(invalid("must not be empty".to_owned()))
+    } else if text.chars().count() > max_chars {
+        Err(invalid(format!("must be at most {max_chars} characters")))
+    } else if text
+        .chars()
+        .any(|c| c.is_control() && (single_line || !matches!(c, '\n' | '\t')))
+    {
+        Err(invalid("must not contain control characters".to_owned()))
+    } else {
+        Ok(text.to_owned())
     }
 }
 
@@ -455,8 +626,17 @@ impl Writer {
         let mut encoded: Vec<Encoded> = Vec::with_capacity(batch.len());
         let mut answers: Vec<(Reply, Result<Receipt, EngineError>)> =
             Vec::with_capacity(batch.len());
+        let mut swaps = Vec::new();
         for Command { kind, reply } in batch {
-            let answer = self.stage(kind, &mut staged, &mut encoded);
+            let command = match kind {
+                CommandKind::Write(command) => command,
+                // Swaps run after this batch is durable, so that catching up reads it from the log.
+                CommandKind::Swap { rebuilt, started } => {
+                    swaps.push((reply, rebuilt, started));
+                    continue;
+                }
+            };
+            let answer = self.stage(command, &mut staged, &mut encoded);
             if let Err(EngineError::Corrupt(reason)) = &answer {
                 // The writer's own state refused an event it built: stop before writing anything
                 // that contradicts the log.
@@ -469,6 +649,9 @@ impl Writer {
             for (reply, _) in answers {
                 let _ = reply.send(Err(EngineError::Unavailable));
             }
+            for (reply, ..) in swaps {
+                let _ = reply.send(Err(EngineError::Unavailable));
+            }
             return;
         }
         if !staged.is_empty() {
@@ -479,6 +662,9 @@ impl Writer {
                 tracing::error!(error = %e, "append failed; refusing further writes");
                 self.shared.failed.store(true, Ordering::Relaxed);
                 for (reply, _) in answers {
+                    let _ = reply.send(Err(EngineError::Unavailable));
+                }
+                for (reply, ..) in swaps {
                     let _ = reply.send(Err(EngineError::Unavailable));
                 }
                 return;
@@ -505,18 +691,54 @@ impl Writer {
             // A requester that went away (client disconnected) needs no answer.
             let _ = reply.send(answer);
         }
+        for (reply, rebuilt, started) in swaps {
+            let _ = reply.send(self.swap(*rebuilt, started).map(Receipt::Replay));
+        }
+    }
+
+    /// Catches a rebuilt state up to the head, compares it with the live one, and makes it the
+    /// live, published and checkpointed state.
+    fn swap(&mut self, mut rebuilt: State, started: Instant) -> Result<ReplayReport, EngineError> {
+        audit::catch_up(&self.shared.store, &mut rebuilt, &mut Dirty::default())?;
+        let report = ReplayReport::new(&self.state, &rebuilt, started);
+        if !report.identical {
+            tracing::warn!(
+                before = %report.digest_before, after = %report.digest_after,
+                "replay rebuilt projections that differ from the live ones; the rebuilt ones win"
+            );
+        }
+        *self.shared.state.write().expect("state lock poisoned") = rebuilt.clone();
+        self.state = rebuilt;
+        self.dirty = Dirty::default();
+        if let Err(e) = audit::rewrite_checkpoint(&self.shared.store, &self.state) {
+            // The log still holds everything; the next start refolds it.
+            tracing::warn!(error = %e, "checkpoint after replay failed");
+        }
+        tracing::info!(
+            events = report.events_replayed,
+            duration_ms = report.duration_ms,
+            identical = report.identical,
+            "replay finished"
+        );
+        Ok(report)
+    }
+
+    fn action_target(&self, id: IncidentId) -> Result<&Incident, EngineError> {
+        self.state
+            .incident(id)
+            .ok_or_else(|| EngineError::NotFound(format!("incident {id}")))
     }
 
     /// Validates one command against the writer's state and, when valid, builds its event, folds
     /// it and queues it for the batch.
     fn stage(
         &mut self,
-        kind: CommandKind,
+        command: WriteCommand,
         staged: &mut Vec<Event>,
         encoded: &mut Vec<Encoded>,
     ) -> Result<Receipt, EngineError> {
-        let body = match kind {
-            CommandKind::CreateIntegration {
+        let body = match command {
+            WriteCommand::CreateIntegration {
                 id,
                 name,
                 token_hash,
@@ -525,7 +747,7 @@ impl Writer {
                 name,
                 token_hash,
             },
-            CommandKind::RevokeIntegration { id } => {
+            WriteCommand::RevokeIntegration { id } => {
                 let integration = self
                     .state
                     .integration(id)
@@ -537,7 +759,50 @@ impl Writer {
                 }
                 EventBody::IntegrationRevoked { integration_id: id }
             }
-            CommandKind::Ingest { token_hash, run } => {
+            WriteCommand::Acknowledge {
+                incident_id,
+                by,
+                note,
+            } => {
+                let incident = self.action_target(incident_id)?;
+                match incident.status {
+                    IncidentStatus::Open => {}
+                    IncidentStatus::Acknowledged => {
+                        return Err(EngineError::Conflict(format!(
+                            "incident {incident_id} was already acknowledged by {} at {}",
+                            incident.acknowledged_by.as_deref().unwrap_or("?"),
+                            incident.acknowledged_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                        )))
+                    }
+                    IncidentStatus::Resolved => {
+                        return Err(EngineError::Conflict(format!(
+                            "incident {incident_id} is resolved; only open incidents can be acknowledged"
+                        )))
+                    }
+                }
+                EventBody::IncidentAcknowledged {
+                    incident_id,
+                    integration_id: incident.integration_id,
+                    monitor_uid: incident.monitor_uid.clone(),
+                    by,
+                    note,
+                }
+            }
+            WriteCommand::AddNote {
+                incident_id,
+                by,
+                text,
+            } => {
+                let incident = self.action_target(incident_id)?;
+                EventBody::NoteAdded {
+                    incident_id,
+                    integration_id: incident.integration_id,
+                    monitor_uid: incident.monitor_uid.clone(),
+                    by,
+                    text,
+                }
+            }
+            WriteCommand::Ingest { token_hash, run } => {
                 let integration = self
                     .state
                     .integration_by_token(&token_hash)
@@ -582,6 +847,15 @@ impl Writer {
                 verdict,
                 transition,
                 incident,
+            }),
+            Outcome::IncidentAction { incident } => Receipt::Action(ActionReceipt {
+                seq: event.seq,
+                event_id: event.event_id,
+                incident: self
+                    .state
+                    .incident(incident.id)
+                    .expect("the event just applied names it")
+                    .clone(),
             }),
         };
         staged.push(event);

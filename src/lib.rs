@@ -4,6 +4,7 @@
 //! writer, `api` the only module that knows HTTP, and `server` wires them together.
 
 pub mod api;
+pub mod audit;
 pub mod domain;
 pub mod engine;
 pub mod server;

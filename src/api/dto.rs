@@ -5,10 +5,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::domain::{
-    Incident, IncidentId, IncidentRef, IncidentStatus, Integration, IntegrationId, Metrics,
-    Monitor, MonitorStatus, Seq, Transition, Verdict,
+    Event, EventBody, Incident, IncidentId, IncidentRef, IncidentStatus, Integration,
+    IntegrationId, Metrics, Monitor, MonitorStatus, PayloadError, RunReport, Seq, State,
+    TimelineStep, Transition, Verdict,
 };
-use crate::engine::IngestReceipt;
+use crate::engine::{ActionReceipt, IngestReceipt};
 
 #[derive(Serialize)]
 pub struct IntegrationDto {
@@ -92,13 +93,24 @@ pub struct IncidentDto {
     pub monitor_name: Option<String>,
     pub status: IncidentStatus,
     pub opened_at: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
     pub resolved_at: Option<DateTime<Utc>>,
+    /// Seconds from opening to acknowledgement, once acknowledged.
+    pub time_to_acknowledge_s: Option<f64>,
+    /// Seconds from opening to resolution, once resolved.
+    pub time_to_resolve_s: Option<f64>,
     pub failing_runs: u64,
     pub last_metrics: Metrics,
     /// The event that opened the incident.
     pub opened_seq: Seq,
+    pub acknowledged_seq: Option<Seq>,
     /// The event that resolved it, once resolved.
     pub resolved_seq: Option<Seq>,
+}
+
+fn seconds_between(from: DateTime<Utc>, to: Option<DateTime<Utc>>) -> Option<f64> {
+    to.map(|to| (to - from).num_milliseconds() as f64 / 1000.0)
 }
 
 impl From<&Incident> for IncidentDto {
@@ -110,10 +122,15 @@ impl From<&Incident> for IncidentDto {
             monitor_name: i.monitor_name.clone(),
             status: i.status,
             opened_at: i.opened_at,
+            acknowledged_at: i.acknowledged_at,
+            acknowledged_by: i.acknowledged_by.clone(),
             resolved_at: i.resolved_at,
+            time_to_acknowledge_s: seconds_between(i.opened_at, i.acknowledged_at),
+            time_to_resolve_s: seconds_between(i.opened_at, i.resolved_at),
             failing_runs: i.failing_runs,
             last_metrics: i.last_metrics.clone(),
             opened_seq: i.opened_seq,
+            acknowledged_seq: i.acknowledged_seq,
             resolved_seq: i.resolved_seq,
         }
     }
@@ -126,16 +143,57 @@ pub struct IncidentList {
     pub next_cursor: Option<String>,
 }
 
-/// One event on an incident's timeline.
+/// One event on an incident's timeline. Fields that belong to one kind only are left out of the
+/// others.
 #[derive(Serialize)]
 pub struct TimelineEntry {
     pub seq: Seq,
     pub at: DateTime<Utc>,
     pub kind: &'static str,
-    pub verdict: Verdict,
-    /// What this run did to the incident.
-    pub transition: Transition,
-    pub metrics: Metrics,
+    /// Who did it, for human actions; null for runs, which Postman reports.
+    pub actor: Option<String>,
+    /// The incident's status right after this event.
+    pub status_after: IncidentStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transition: Option<Transition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl TryFrom<&TimelineStep<'_>> for TimelineEntry {
+    type Error = PayloadError;
+    fn try_from(step: &TimelineStep<'_>) -> Result<Self, PayloadError> {
+        let event = step.event;
+        let mut entry = TimelineEntry {
+            seq: event.seq,
+            at: event.recorded_at,
+            kind: event.body.kind(),
+            actor: event.actor().map(str::to_owned),
+            status_after: step.status_after,
+            transition: step.transition,
+            verdict: None,
+            metrics: None,
+            note: None,
+            text: None,
+        };
+        match &event.body {
+            EventBody::MonitorRunReported { payload, .. } => {
+                let metrics = RunReport::from_payload(payload)?.metrics;
+                entry.verdict = Some(metrics.verdict());
+                entry.metrics = Some(metrics);
+            }
+            EventBody::IncidentAcknowledged { note, .. } => entry.note = note.clone(),
+            EventBody::NoteAdded { text, .. } => entry.text = Some(text.clone()),
+            EventBody::IntegrationCreated { .. } | EventBody::IntegrationRevoked { .. } => {}
+        }
+        Ok(entry)
+    }
 }
 
 #[derive(Serialize)]
@@ -143,6 +201,77 @@ pub struct IncidentDetail {
     #[serde(flatten)]
     pub incident: IncidentDto,
     pub timeline: Vec<TimelineEntry>,
+}
+
+/// The answer to an acknowledgement or a note.
+#[derive(Serialize)]
+pub struct ActionResponse {
+    pub seq: Seq,
+    pub event_id: crate::domain::EventId,
+    pub incident: IncidentDto,
+}
+
+impl From<ActionReceipt> for ActionResponse {
+    fn from(r: ActionReceipt) -> Self {
+        ActionResponse {
+            seq: r.seq,
+            event_id: r.event_id,
+            incident: IncidentDto::from(&r.incident),
+        }
+    }
+}
+
+/// One run in a monitor's history.
+#[derive(Serialize)]
+pub struct RunDto {
+    pub seq: Seq,
+    pub at: DateTime<Utc>,
+    pub verdict: Verdict,
+    pub metrics: Metrics,
+    /// The incident this run belonged to, if any.
+    pub incident_id: Option<IncidentId>,
+}
+
+#[derive(Serialize)]
+pub struct MonitorHistory {
+    pub monitor: MonitorDto,
+    /// Newest first.
+    pub runs: Vec<RunDto>,
+    /// The incidents the runs on this page belong to, newest first.
+    pub incidents: Vec<IncidentDto>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct EventPage {
+    /// Stored events exactly as in the log, oldest first.
+    pub events: Vec<Event>,
+    /// Pass as `after` for the next page; null when the log has no more events.
+    pub next_after: Option<Seq>,
+}
+
+/// Projections as of one point in the log.
+#[derive(Serialize)]
+pub struct StateDto {
+    pub at_seq: Seq,
+    pub integrations: Vec<IntegrationDto>,
+    pub monitors: Vec<MonitorDto>,
+    /// Newest first.
+    pub incidents: Vec<IncidentDto>,
+}
+
+impl From<&State> for StateDto {
+    fn from(state: &State) -> Self {
+        StateDto {
+            at_seq: state.applied(),
+            integrations: state.integrations().map(IntegrationDto::from).collect(),
+            monitors: state.monitors().map(MonitorDto::from).collect(),
+            incidents: state
+                .incidents_newest_first(None)
+                .map(IncidentDto::from)
+                .collect(),
+        }
+    }
 }
 
 #[derive(Serialize)]

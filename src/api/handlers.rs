@@ -1,7 +1,8 @@
 //! Request handlers: parse at the edge, call the engine, render a DTO.
 
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -11,9 +12,10 @@ use super::dto::*;
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::{
-    parse_run, IncidentId, IncidentStatus, IntegrationId, MonitorKey, MonitorUid, RunReport, Seq,
-    Transition,
+    incident_timeline, parse_run, Event, EventBody, Incident, IncidentId, IncidentStatus,
+    IntegrationId, Monitor, MonitorKey, MonitorUid, RunReport, Seq, State,
 };
+use crate::engine::EngineError;
 
 type Data = web::Data<AppState>;
 
@@ -211,56 +213,70 @@ pub async fn get_incident(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: IncidentId = parse_id(&path, "incident")?;
-    let (incident, runs) = {
-        let projection = state.engine.state();
-        let incident = projection
-            .incident(id)
-            .ok_or_else(|| ApiError::not_found(format!("incident {id}")))?;
-        (
-            IncidentDto::from(incident),
-            projection.incident_runs(incident).to_vec(),
-        )
-    };
     let engine = state.engine.clone();
-    let resolved_seq = incident.resolved_seq;
     // Reading a long timeline from the log is blocking I/O: keep it off the async workers.
-    let timeline = web::block(move || {
-        runs.iter()
-            .enumerate()
-            .map(|(n, seq)| {
-                let event = engine.event(*seq)?.ok_or_else(|| {
-                    crate::engine::EngineError::Corrupt(format!("event {seq} is missing"))
-                })?;
-                let crate::domain::EventBody::MonitorRunReported { payload, .. } = &event.body
-                else {
-                    return Err(crate::engine::EngineError::Corrupt(format!(
-                        "event {seq} is not a run"
-                    )));
-                };
-                let report = RunReport::from_payload(payload).map_err(|e| {
-                    crate::engine::EngineError::Corrupt(format!("event {seq}: {e}"))
-                })?;
-                let transition = if n == 0 {
-                    Transition::Opened
-                } else if Some(*seq) == resolved_seq {
-                    Transition::Resolved
-                } else {
-                    Transition::Ongoing
-                };
-                Ok(TimelineEntry {
-                    seq: *seq,
-                    at: event.recorded_at,
-                    kind: event.body.kind(),
-                    verdict: report.metrics.verdict(),
-                    transition,
-                    metrics: report.metrics,
-                })
-            })
-            .collect::<Result<Vec<_>, crate::engine::EngineError>>()
-    })
-    .await
-    .map_err(|_| ApiError::from(crate::engine::EngineError::Unavailable))??;
-    Ok(HttpResponse::Ok().json(IncidentDetail { incident, timeline }))
+    let found = web::block(move || engine.incident_with_events(id))
+        .await
+        .map_err(blocking)??;
+    let (incident, events) = found.ok_or_else(|| ApiError::not_found(format!("incident {id}")))?;
+    let timeline = incident_timeline(&incident, &events)
+        .iter()
+        .map(TimelineEntry::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::from(EngineError::Corrupt(format!("stored payload: {e}"))))?;
+    Ok(HttpResponse::Ok().json(IncidentDetail {
+        incident: IncidentDto::from(&incident),
+        timeline,
+    }))
+}
+
+/// A blocking task that could not finish (the runtime is shutting down).
+fn blocking(_: actix_web::error::BlockingError) -> ApiError {
+    ApiError::from(EngineError::Unavailable)
+}
+
+#[derive(Deserialize)]
+pub struct Acknowledge {
+    by: String,
+    note: Option<String>,
+}
+
+pub async fn acknowledge(
+    _: Admin,
+    state: Data,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id: IncidentId = parse_id(&path, "incident")?;
+    let body = read_body(payload, state.body_limit).await?;
+    let request: Acknowledge = json_body(&body)?;
+    let receipt = state
+        .engine
+        .acknowledge(id, &request.by, request.note.as_deref())
+        .await?;
+    Ok(HttpResponse::Ok().json(ActionResponse::from(receipt)))
+}
+
+#[derive(Deserialize)]
+pub struct AddNote {
+    by: String,
+    text: String,
+}
+
+pub async fn add_note(
+    _: Admin,
+    state: Data,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id: IncidentId = parse_id(&path, "incident")?;
+    let body = read_body(payload, state.body_limit).await?;
+    let request: AddNote = json_body(&body)?;
+    let receipt = state
+        .engine
+        .add_note(id, &request.by, &request.text)
+        .await?;
+    Ok(HttpResponse::Created().json(ActionResponse::from(receipt)))
 }
 
 #[derive(Deserialize)]
@@ -279,38 +295,304 @@ pub async fn list_monitors(_: Admin, state: Data, query: web::Query<MonitorQuery
     HttpResponse::Ok().json(MonitorList { monitors })
 }
 
+/// The monitor a path names: by uid, disambiguated by `integration_id` when the uid reports to
+/// several integrations.
+fn find_monitor<'a>(
+    projection: &'a State,
+    uid: &str,
+    integration_id: Option<IntegrationId>,
+) -> Result<&'a Monitor, ApiError> {
+    let not_found = || ApiError::not_found(format!("monitor {uid}"));
+    let uid = MonitorUid::parse(uid).map_err(|_| not_found())?;
+    if let Some(integration_id) = integration_id {
+        let key = MonitorKey {
+            monitor_uid: uid,
+            integration_id,
+        };
+        return projection.monitor(&key).ok_or_else(not_found);
+    }
+    let mut all = projection.monitors_with_uid(&uid);
+    let first = all.next().ok_or_else(not_found)?;
+    let others: Vec<String> = all.map(|m| m.integration_id.to_string()).collect();
+    if others.is_empty() {
+        Ok(first)
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ambiguous_monitor",
+            format!(
+                "monitor {uid} reports to several integrations ({}, {}); add ?integration_id=",
+                first.integration_id,
+                others.join(", ")
+            ),
+        ))
+    }
+}
+
 pub async fn get_monitor(
     _: Admin,
     state: Data,
     path: web::Path<String>,
     query: web::Query<MonitorQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let uid = MonitorUid::parse(&path)
-        .map_err(|_| ApiError::not_found(format!("monitor {}", path.as_str())))?;
     let projection = state.engine.state();
-    let monitor = match query.integration_id {
-        Some(integration_id) => projection.monitor(&MonitorKey {
-            monitor_uid: uid.clone(),
-            integration_id,
-        }),
-        None => {
-            let mut all = projection.monitors_with_uid(&uid);
-            let first = all.next();
-            let others: Vec<String> = all.map(|m| m.integration_id.to_string()).collect();
-            if let (Some(first), false) = (first, others.is_empty()) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "ambiguous_monitor",
-                    format!(
-                        "monitor {uid} reports to several integrations ({}, {}); add ?integration_id=",
-                        first.integration_id,
-                        others.join(", ")
-                    ),
-                ));
+    let monitor = find_monitor(&projection, &path, query.integration_id)?;
+    Ok(HttpResponse::Ok().json(MonitorDto::from(monitor)))
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    integration_id: Option<IntegrationId>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+pub async fn monitor_history(
+    _: Admin,
+    state: Data,
+    path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (monitor, runs, incidents) = {
+        let projection = state.engine.state();
+        let monitor = find_monitor(&projection, &path, query.integration_id)?;
+        let runs = projection.runs(&monitor.key()).to_vec();
+        let incidents: Vec<Incident> = projection
+            .monitor_incidents(&monitor.key())
+            .cloned()
+            .collect();
+        (MonitorDto::from(monitor), runs, incidents)
+    };
+    let engine = state.engine.clone();
+    let (from, to) = (query.from, query.to);
+    // Newest first: skip runs at or after the cursor and those later than `to`; stop at the first
+    // run earlier than `from`, since the log's times follow its order.
+    let page = web::block(move || -> Result<(Vec<RunDto>, bool), EngineError> {
+        let mut page = Vec::new();
+        let mut older = runs.iter().rev().filter(|s| before.is_none_or(|b| **s < b));
+        for seq in older.by_ref() {
+            let event = engine
+                .event(*seq)?
+                .ok_or_else(|| EngineError::Corrupt(format!("event {seq} is missing")))?;
+            if to.is_some_and(|to| event.recorded_at > to) {
+                continue;
             }
-            first
+            if from.is_some_and(|from| event.recorded_at < from) {
+                return Ok((page, false));
+            }
+            let EventBody::MonitorRunReported { payload, .. } = &event.body else {
+                return Err(EngineError::Corrupt(format!("event {seq} is not a run")));
+            };
+            let metrics = RunReport::from_payload(payload)
+                .map_err(|e| EngineError::Corrupt(format!("event {seq}: {e}")))?
+                .metrics;
+            page.push(RunDto {
+                seq: *seq,
+                at: event.recorded_at,
+                verdict: metrics.verdict(),
+                metrics,
+                incident_id: None,
+            });
+            if page.len() == limit {
+                break;
+            }
+        }
+        Ok((page, older.next().is_some()))
+    })
+    .await
+    .map_err(blocking)??;
+    let (mut runs, more) = page;
+    let mut shown: Vec<IncidentDto> = Vec::new();
+    for run in &mut runs {
+        let incident = incidents
+            .iter()
+            .find(|i| i.opened_seq <= run.seq && i.resolved_seq.is_none_or(|r| run.seq <= r));
+        if let Some(incident) = incident {
+            run.incident_id = Some(incident.id);
+            if !shown.iter().any(|i| i.id == incident.id) {
+                shown.push(IncidentDto::from(incident));
+            }
+        }
+    }
+    let next_cursor = match (runs.last(), more) {
+        (Some(last), true) => Some(encode_cursor(last.seq)),
+        _ => None,
+    };
+    Ok(HttpResponse::Ok().json(MonitorHistory {
+        monitor,
+        runs,
+        incidents: shown,
+        next_cursor,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct EventQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+    monitor_uid: Option<String>,
+    kind: Option<String>,
+}
+
+const EVENT_KINDS: &[&str] = &[
+    "integration_created",
+    "integration_revoked",
+    "monitor_run_reported",
+    "incident_acknowledged",
+    "note_added",
+];
+const MAX_EVENT_PAGE: usize = 1000;
+/// Events read per step of an NDJSON export: enough to amortise the blocking hop, small enough
+/// that the export runs in constant memory.
+const EXPORT_CHUNK: usize = 512;
+
+pub async fn list_events(
+    _: Admin,
+    state: Data,
+    request: HttpRequest,
+    query: web::Query<EventQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let EventQuery {
+        after,
+        limit,
+        monitor_uid,
+        kind,
+    } = query.into_inner();
+    if let Some(kind) = &kind {
+        if !EVENT_KINDS.contains(&kind.as_str()) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "`kind` must be one of {}, got {kind:?}",
+                    EVENT_KINDS.join(", ")
+                ),
+            ));
+        }
+    }
+    let after = Seq(after.unwrap_or(0));
+    let keep = move |e: &Event| {
+        kind.as_deref().is_none_or(|k| k == e.body.kind())
+            && monitor_uid
+                .as_deref()
+                .is_none_or(|u| e.monitor_uid().is_some_and(|m| m.as_str() == u))
+    };
+    let wants_ndjson = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
+    let engine = state.engine.clone();
+    if wants_ndjson {
+        // The export ends at the head as it is now; it reads the log in chunks, so memory stays
+        // constant however long the log is.
+        let head = engine.state().applied();
+        let keep = std::sync::Arc::new(keep);
+        let chunks = futures_util::stream::try_unfold(after, move |after| {
+            let engine = engine.clone();
+            let keep = keep.clone();
+            async move {
+                if after >= head {
+                    return Ok(None);
+                }
+                let (lines, last) = web::block(move || -> Result<_, EngineError> {
+                    let events = engine.events_after(after, EXPORT_CHUNK, |_| true)?;
+                    let last = events.last().map_or(head, |e| e.seq).min(head);
+                    let mut lines = Vec::new();
+                    for event in events.iter().filter(|e| e.seq <= head && keep(e)) {
+                        serde_json::to_writer(&mut lines, event).expect("event serializes");
+                        lines.push(b'\n');
+                    }
+                    Ok((lines, last))
+                })
+                .await
+                .map_err(blocking)?
+                .map_err(ApiError::from)?;
+                Ok::<_, ApiError>(Some((web::Bytes::from(lines), last)))
+            }
+        });
+        return Ok(HttpResponse::Ok()
+            .content_type("application/x-ndjson")
+            .streaming(chunks));
+    }
+    let limit = match limit.unwrap_or(100) {
+        n @ 1..=MAX_EVENT_PAGE => n,
+        n => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`limit` must be between 1 and {MAX_EVENT_PAGE}, got {n}"),
+            ))
         }
     };
-    let monitor = monitor.ok_or_else(|| ApiError::not_found(format!("monitor {uid}")))?;
-    Ok(HttpResponse::Ok().json(MonitorDto::from(monitor)))
+    let events = web::block(move || engine.events_after(after, limit, keep))
+        .await
+        .map_err(blocking)??;
+    let next_after = if events.len() == limit {
+        events.last().map(|e| e.seq)
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(EventPage { events, next_after }))
+}
+
+#[derive(Deserialize)]
+pub struct StateQuery {
+    at_seq: Option<u64>,
+    as_of: Option<DateTime<Utc>>,
+}
+
+pub async fn state_at(
+    _: Admin,
+    state: Data,
+    query: web::Query<StateQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine.clone();
+    let head = engine.state().applied();
+    let at = match (query.at_seq, query.as_of) {
+        (Some(seq), None) if Seq(seq) <= head => Target::Seq(Seq(seq)),
+        (Some(seq), None) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`at_seq` {seq} is beyond the head of the log ({head})"),
+            ))
+        }
+        (None, Some(time)) => Target::Time(time),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "give exactly one of `at_seq` (a seq) or `as_of` (an RFC 3339 time)",
+            ))
+        }
+    };
+    let folded = web::block(move || {
+        let seq = match at {
+            Target::Seq(seq) => seq,
+            Target::Time(time) => engine.seq_as_of(time)?,
+        };
+        engine.state_at(seq)
+    })
+    .await
+    .map_err(blocking)??;
+    Ok(HttpResponse::Ok().json(StateDto::from(&folded)))
+}
+
+enum Target {
+    Seq(Seq),
+    Time(DateTime<Utc>),
+}
+
+pub async fn replay(_: Admin, state: Data) -> Result<HttpResponse, ApiError> {
+    let report = state.engine.replay().await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+pub async fn verify(_: Admin, state: Data) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine.clone();
+    let report = web::block(move || engine.verify())
+        .await
+        .map_err(blocking)?;
+    Ok(HttpResponse::Ok().json(report))
 }

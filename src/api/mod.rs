@@ -41,8 +41,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/v1/hooks/postman/{token}").route(web::post().to(handlers::ingest)))
     .service(resource("/v1/incidents").route(web::get().to(handlers::list_incidents)))
     .service(resource("/v1/incidents/{id}").route(web::get().to(handlers::get_incident)))
+    .service(
+        resource("/v1/incidents/{id}/acknowledge").route(web::post().to(handlers::acknowledge)),
+    )
+    .service(resource("/v1/incidents/{id}/notes").route(web::post().to(handlers::add_note)))
     .service(resource("/v1/monitors").route(web::get().to(handlers::list_monitors)))
     .service(resource("/v1/monitors/{monitor_uid}").route(web::get().to(handlers::get_monitor)))
+    .service(
+        resource("/v1/monitors/{monitor_uid}/history")
+            .route(web::get().to(handlers::monitor_history)),
+    )
+    .service(resource("/v1/events").route(web::get().to(handlers::list_events)))
+    .service(resource("/v1/state").route(web::get().to(handlers::state_at)))
+    .service(resource("/v1/replay").route(web::post().to(handlers::replay)))
+    .service(resource("/v1/audit/verify").route(web::get().to(handlers::verify)))
     .default_service(web::to(|| async {
         HttpResponse::from_error(ApiError::not_found("route"))
     }));

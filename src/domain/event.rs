@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::ids::{Digest256, EventId, IntegrationId, MonitorUid, Seq, TokenHash};
+use super::ids::{Digest256, EventId, IncidentId, IntegrationId, MonitorUid, Seq, TokenHash};
 
 /// The version of the stored event shape written by this build. A stored event with another
 /// version is refused rather than guessed at.
@@ -29,6 +29,23 @@ pub enum EventBody {
         monitor_uid: MonitorUid,
         payload: Map<String, Value>,
     },
+    /// A person acknowledged an open incident. The integration and monitor are recorded too, so
+    /// that the log can be filtered by monitor without the projections.
+    IncidentAcknowledged {
+        incident_id: IncidentId,
+        integration_id: IntegrationId,
+        monitor_uid: MonitorUid,
+        by: String,
+        note: Option<String>,
+    },
+    /// A person added a note to an incident (in any status, including resolved).
+    NoteAdded {
+        incident_id: IncidentId,
+        integration_id: IntegrationId,
+        monitor_uid: MonitorUid,
+        by: String,
+        text: String,
+    },
 }
 
 impl EventBody {
@@ -38,6 +55,8 @@ impl EventBody {
             EventBody::IntegrationCreated { .. } => "integration_created",
             EventBody::IntegrationRevoked { .. } => "integration_revoked",
             EventBody::MonitorRunReported { .. } => "monitor_run_reported",
+            EventBody::IncidentAcknowledged { .. } => "incident_acknowledged",
+            EventBody::NoteAdded { .. } => "note_added",
         }
     }
 
@@ -45,7 +64,9 @@ impl EventBody {
         match self {
             EventBody::IntegrationCreated { integration_id, .. }
             | EventBody::IntegrationRevoked { integration_id }
-            | EventBody::MonitorRunReported { integration_id, .. } => *integration_id,
+            | EventBody::MonitorRunReported { integration_id, .. }
+            | EventBody::IncidentAcknowledged { integration_id, .. }
+            | EventBody::NoteAdded { integration_id, .. } => *integration_id,
         }
     }
 }
@@ -135,9 +156,23 @@ impl Event {
         Ok(event)
     }
 
+    /// The person behind the event, for human actions.
+    pub fn actor(&self) -> Option<&str> {
+        match &self.body {
+            EventBody::IncidentAcknowledged { by, .. } | EventBody::NoteAdded { by, .. } => {
+                Some(by)
+            }
+            EventBody::IntegrationCreated { .. }
+            | EventBody::IntegrationRevoked { .. }
+            | EventBody::MonitorRunReported { .. } => None,
+        }
+    }
+
     pub fn monitor_uid(&self) -> Option<&MonitorUid> {
         match &self.body {
-            EventBody::MonitorRunReported { monitor_uid, .. } => Some(monitor_uid),
+            EventBody::MonitorRunReported { monitor_uid, .. }
+            | EventBody::IncidentAcknowledged { monitor_uid, .. }
+            | EventBody::NoteAdded { monitor_uid, .. } => Some(monitor_uid),
             EventBody::IntegrationCreated { .. } | EventBody::IntegrationRevoked { .. } => None,
         }
     }

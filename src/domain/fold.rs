@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::event::{Event, EventBody};
-use super::ids::{IncidentId, IntegrationId, MonitorUid, Seq, TokenHash};
+use sha2::{Digest, Sha256};
+
+use super::ids::{Digest256, IncidentId, IntegrationId, MonitorUid, Seq, TokenHash};
 use super::payload::{Metrics, RunReport, Verdict};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +73,8 @@ impl Monitor {
 #[serde(rename_all = "snake_case")]
 pub enum IncidentStatus {
     Open,
+    /// Open, and a person has said they are on it.
+    Acknowledged,
     Resolved,
 }
 
@@ -88,6 +92,11 @@ pub struct Incident {
     pub failing_runs: u64,
     /// Metrics of the most recent run that touched the incident (the resolving run once resolved).
     pub last_metrics: Metrics,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_seq: Option<Seq>,
+    /// The seqs of the human actions on the incident (acknowledgement, notes), oldest first.
+    pub actions: Vec<Seq>,
 }
 
 impl Incident {
@@ -124,6 +133,10 @@ pub struct IncidentRef {
 pub enum Outcome {
     IntegrationCreated,
     IntegrationRevoked,
+    /// An acknowledgement or a note was recorded on the incident.
+    IncidentAction {
+        incident: IncidentRef,
+    },
     Run {
         verdict: Verdict,
         transition: Transition,
@@ -291,9 +304,85 @@ impl State {
                 }
                 self.apply_run(event, *integration_id, report)
             }
+            EventBody::IncidentAcknowledged {
+                incident_id,
+                integration_id,
+                monitor_uid,
+                by,
+                ..
+            } => {
+                let incident = self
+                    .action_target(*incident_id, *integration_id, monitor_uid)
+                    .map_err(inconsistent)?;
+                if incident.status != IncidentStatus::Open {
+                    return Err(inconsistent(format!("incident {incident_id} is not open")));
+                }
+                incident.status = IncidentStatus::Acknowledged;
+                incident.acknowledged_at = Some(event.recorded_at);
+                incident.acknowledged_by = Some(by.clone());
+                incident.acknowledged_seq = Some(event.seq);
+                incident.actions.push(event.seq);
+                Applied {
+                    outcome: Outcome::IncidentAction {
+                        incident: IncidentRef {
+                            id: incident.id,
+                            status: incident.status,
+                        },
+                    },
+                    touched: Touched {
+                        incident: Some(incident.opened_seq),
+                        ..Touched::default()
+                    },
+                }
+            }
+            EventBody::NoteAdded {
+                incident_id,
+                integration_id,
+                monitor_uid,
+                ..
+            } => {
+                let incident = self
+                    .action_target(*incident_id, *integration_id, monitor_uid)
+                    .map_err(inconsistent)?;
+                incident.actions.push(event.seq);
+                Applied {
+                    outcome: Outcome::IncidentAction {
+                        incident: IncidentRef {
+                            id: incident.id,
+                            status: incident.status,
+                        },
+                    },
+                    touched: Touched {
+                        incident: Some(incident.opened_seq),
+                        ..Touched::default()
+                    },
+                }
+            }
         };
         self.applied = event.seq;
         Ok(applied)
+    }
+
+    /// The incident a human action names, checked against the integration and monitor the event
+    /// records.
+    fn action_target(
+        &mut self,
+        id: IncidentId,
+        integration_id: IntegrationId,
+        monitor_uid: &MonitorUid,
+    ) -> Result<&mut Incident, String> {
+        let seq = self
+            .incident_index
+            .get(&id)
+            .ok_or_else(|| format!("incident {id} does not exist"))?;
+        let incident = self
+            .incidents
+            .get_mut(seq)
+            .expect("index points at an incident");
+        if incident.integration_id != integration_id || &incident.monitor_uid != monitor_uid {
+            return Err(format!("incident {id} belongs to another monitor"));
+        }
+        Ok(incident)
     }
 
     fn apply_run(
@@ -350,6 +439,10 @@ impl State {
                         resolved_seq: None,
                         failing_runs: 1,
                         last_metrics: run.metrics,
+                        acknowledged_at: None,
+                        acknowledged_by: None,
+                        acknowledged_seq: None,
+                        actions: Vec::new(),
                     },
                 );
                 (Transition::Opened, Some(event.seq))
@@ -432,16 +525,16 @@ impl State {
     /// Every monitor with this uid, one per integration that received its runs.
     pub fn monitors_with_uid<'a>(
         &'a self,
-        uid: &'a MonitorUid,
-    ) -> impl Iterator<Item = &'a Monitor> {
+        uid: &MonitorUid,
+    ) -> impl Iterator<Item = &'a Monitor> + 'a {
+        let uid = uid.clone();
+        let first = MonitorKey {
+            monitor_uid: uid.clone(),
+            integration_id: IntegrationId(uuid::Uuid::nil()),
+        };
         self.monitors
-            .range(
-                MonitorKey {
-                    monitor_uid: uid.clone(),
-                    integration_id: IntegrationId(uuid::Uuid::nil()),
-                }..,
-            )
-            .take_while(move |(k, _)| &k.monitor_uid == uid)
+            .range(first..)
+            .take_while(move |(k, _)| k.monitor_uid == uid)
             .map(|(_, m)| m)
     }
 
@@ -470,6 +563,58 @@ impl State {
         self.incidents.values()
     }
 
+    /// A monitor's incidents, oldest first.
+    pub fn monitor_incidents<'a>(
+        &'a self,
+        key: &'a MonitorKey,
+    ) -> impl Iterator<Item = &'a Incident> {
+        self.incidents.values().filter(move |i| {
+            i.integration_id == key.integration_id && i.monitor_uid == key.monitor_uid
+        })
+    }
+
+    /// The seqs of every event on an incident's timeline: its runs and its human actions, in log
+    /// order.
+    pub fn incident_events(&self, incident: &Incident) -> Vec<Seq> {
+        let mut seqs: Vec<Seq> = self.incident_runs(incident).to_vec();
+        seqs.extend_from_slice(&incident.actions);
+        seqs.sort_unstable();
+        seqs
+    }
+
+    /// SHA-256 over a canonical serialization of the whole state: every projection entry, in key
+    /// order, as JSON. Equal digests mean equal projections; the derived lookups are left out
+    /// because they follow from the rest.
+    pub fn digest(&self) -> Digest256 {
+        struct Lazy<I>(std::cell::Cell<Option<I>>);
+        impl<I: Iterator<Item = T>, T: Serialize> Serialize for Lazy<I> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.take().expect("serialized once"))
+            }
+        }
+        fn seq<I: Iterator>(iter: I) -> Lazy<I> {
+            Lazy(std::cell::Cell::new(Some(iter)))
+        }
+        #[derive(Serialize)]
+        struct Canonical<A, B, C, D> {
+            applied: Seq,
+            integrations: A,
+            monitors: B,
+            runs: C,
+            incidents: D,
+        }
+        let canonical = Canonical {
+            applied: self.applied,
+            integrations: seq(self.integrations.values()),
+            monitors: seq(self.monitors.values()),
+            runs: seq(self.runs.iter()),
+            incidents: seq(self.incidents.values()),
+        };
+        let mut hasher = HashWriter(Sha256::new());
+        serde_json::to_writer(&mut hasher, &canonical).expect("state serializes");
+        Digest256(hasher.0.finalize().into())
+    }
+
     /// The seqs of the runs that belong to an incident: its monitor's runs from the opening run to
     /// the resolving one (or the latest, while it is open).
     pub fn incident_runs(&self, incident: &Incident) -> &[Seq] {
@@ -481,4 +626,64 @@ impl State {
         };
         &runs[start..end]
     }
+}
+
+/// Feeds serialized bytes straight into the hash, so a digest needs no buffer the size of the
+/// state.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One step of an incident's timeline: an event that touched it and the status it left behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineStep<'a> {
+    pub event: &'a Event,
+    /// For runs: what the run did to the incident.
+    pub transition: Option<Transition>,
+    pub status_after: IncidentStatus,
+}
+
+/// Replays an incident's own events (runs and actions, in log order, as `State::incident_events`
+/// lists them) to tell what each one did. Pure, like the fold it mirrors.
+pub fn incident_timeline<'a>(incident: &Incident, events: &'a [Event]) -> Vec<TimelineStep<'a>> {
+    let mut status = IncidentStatus::Open;
+    events
+        .iter()
+        .map(|event| {
+            let transition = match &event.body {
+                EventBody::MonitorRunReported { .. } if event.seq == incident.opened_seq => {
+                    status = IncidentStatus::Open;
+                    Some(Transition::Opened)
+                }
+                EventBody::MonitorRunReported { .. }
+                    if Some(event.seq) == incident.resolved_seq =>
+                {
+                    status = IncidentStatus::Resolved;
+                    Some(Transition::Resolved)
+                }
+                EventBody::MonitorRunReported { .. } => Some(Transition::Ongoing),
+                EventBody::IncidentAcknowledged { .. } => {
+                    status = IncidentStatus::Acknowledged;
+                    None
+                }
+                EventBody::NoteAdded { .. }
+                | EventBody::IntegrationCreated { .. }
+                | EventBody::IntegrationRevoked { .. } => None,
+            };
+            TimelineStep {
+                event,
+                transition,
+                status_after: status,
+            }
+        })
+        .collect()
 }

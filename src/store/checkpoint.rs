@@ -22,7 +22,7 @@ use crate::domain::{
 
 /// Bumped whenever the checkpoint's shape changes; an older checkpoint is then discarded and the
 /// projections are refolded from the log, which is always possible.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const META: &[u8] = b"meta";
 /// Run seqs per chunk: appending a run rewrites one chunk of at most 4 KiB, never the whole list.
 const RUN_CHUNK: usize = 512;

@@ -1,0 +1,204 @@
+//! Checks and rebuilds over the whole log: hash-chain verification, refolding the projections
+//! from the first event, and the offline `replay`. Shared by the engine (online) and the CLI.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::domain::{ChainVerifier, Digest256, Seq, State};
+use crate::engine::EngineError;
+use crate::store::{Dirty, Store, StoreError, StoreOptions};
+
+/// The result of walking the log: whether it is the unbroken chain the writer wrote and folds
+/// without contradiction, and where it first is not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    /// Events checked and found good.
+    pub events: u64,
+    pub head_seq: Seq,
+    pub head_hash: Digest256,
+    /// Digest of the projections folded from the verified events (null when the log is bad).
+    pub projection_digest: Option<Digest256>,
+    /// The first seq that is altered, missing, out of place or contradicts the log before it.
+    pub first_bad_seq: Option<Seq>,
+    pub error: Option<String>,
+}
+
+/// Verifies events `1..=up_to` (all when `None`): decodable, gap-free, each hash covering its
+/// content and linking to the one before, and each folding without contradiction.
+pub fn verify(store: &Store, up_to: Option<Seq>) -> VerifyReport {
+    let mut chain = ChainVerifier::default();
+    let mut state = State::default();
+    let failure = (|| {
+        for event in store.events_from(Seq(1)) {
+            let event = event.map_err(|e| match &e {
+                StoreError::Corrupt { seq, .. } => (*seq, e.to_string()),
+                _ => (chain.head().0.next(), e.to_string()),
+            })?;
+            if up_to.is_some_and(|last| event.seq > last) {
+                break;
+            }
+            chain.check(&event).map_err(|e| (e.seq(), e.to_string()))?;
+            state
+                .apply(&event)
+                .map_err(|e| (event.seq, e.to_string()))?;
+        }
+        if let Some(last) = up_to {
+            if chain.head().0 < last {
+                let expected = chain.head().0.next();
+                return Err((
+                    expected,
+                    format!("event {expected} is missing (the log ends before it)"),
+                ));
+            }
+        }
+        Ok(())
+    })()
+    .err();
+    let (head_seq, head_hash) = chain.head();
+    VerifyReport {
+        ok: failure.is_none(),
+        events: head_seq.0,
+        head_seq,
+        head_hash,
+        projection_digest: failure.is_none().then(|| state.digest()),
+        first_bad_seq: failure.as_ref().map(|f| f.0),
+        error: failure.map(|f| f.1),
+    }
+}
+
+/// Folds every event after `state.applied()` into `state`, checking that each links to the one
+/// before, and records what changed in `dirty`. Returns how many events were folded.
+pub fn catch_up(store: &Store, state: &mut State, dirty: &mut Dirty) -> Result<u64, EngineError> {
+    let mut prev_hash = match state.applied() {
+        Seq::ZERO => Digest256::GENESIS,
+        seq => {
+            store
+                .event(seq)?
+                .ok_or_else(|| {
+                    EngineError::Corrupt(format!("event {seq} is missing from the log"))
+                })?
+                .hash
+        }
+    };
+    let mut count = 0;
+    for event in store.events_from(state.applied().next()) {
+        let event = event?;
+        if event.prev_hash != prev_hash {
+            return Err(EngineError::Corrupt(format!(
+                "event {} does not link to the event before it",
+                event.seq
+            )));
+        }
+        prev_hash = event.hash;
+        let applied = state.apply(&event)?;
+        dirty.record(&applied.touched, state);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// The projections folded from events `1..=up_to` only.
+pub fn fold_prefix(store: &Store, up_to: Seq) -> Result<State, EngineError> {
+    let mut state = State::default();
+    for event in store.events_from(Seq(1)) {
+        let event = event?;
+        if event.seq > up_to {
+            break;
+        }
+        state.apply(&event)?;
+    }
+    Ok(state)
+}
+
+/// What a replay did: how many events it folded, how long it took, and whether the rebuilt
+/// projections equal the ones they replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplayReport {
+    pub events_replayed: u64,
+    pub duration_ms: u64,
+    pub digest_before: Digest256,
+    pub digest_after: Digest256,
+    pub identical: bool,
+}
+
+impl ReplayReport {
+    pub fn new(before: &State, after: &State, started: Instant) -> ReplayReport {
+        let (digest_before, digest_after) = (before.digest(), after.digest());
+        ReplayReport {
+            events_replayed: after.applied().0,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            digest_before,
+            digest_after,
+            identical: digest_before == digest_after,
+        }
+    }
+}
+
+/// Replaces a store's checkpoint with `state`, written from scratch.
+pub fn rewrite_checkpoint(store: &Store, state: &State) -> Result<(), StoreError> {
+    store.clear_checkpoint()?;
+    store.save_checkpoint(state, &Dirty::everything(state))
+}
+
+/// Offline replay of a data directory (the service must not be running): rebuilds the projections
+/// from the first event, compares them with the checkpointed ones caught up to the head, and
+/// writes the rebuilt ones as the new checkpoint.
+pub fn replay_offline(dir: &Path, options: &StoreOptions) -> Result<ReplayReport, EngineError> {
+    let store = Store::open(dir, options)?;
+    let mut before = match store.load_checkpoint() {
+        Ok(Some(state)) => state,
+        Ok(None) | Err(_) => State::default(),
+    };
+    if catch_up(&store, &mut before, &mut Dirty::default()).is_err() {
+        // A checkpoint that cannot be caught up is simply not equal to the rebuild.
+        before = State::default();
+    }
+    let started = Instant::now();
+    let mut after = State::default();
+    catch_up(&store, &mut after, &mut Dirty::default())?;
+    let report = ReplayReport::new(&before, &after, started);
+    rewrite_checkpoint(&store, &after)?;
+    Ok(report)
+}
+
+/// The offline check of a data directory: the log's own verification, plus whether the
+/// checkpointed projections (caught up to the head) equal a refold of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OfflineVerifyReport {
+    #[serde(flatten)]
+    pub log: VerifyReport,
+    /// Digest of the checkpointed projections caught up to the head; null without a checkpoint.
+    pub checkpoint_digest: Option<Digest256>,
+    /// Whether the checkpoint equals the refold; null when either is missing. `false` calls for
+    /// `incidentd replay`.
+    pub checkpoint_matches: Option<bool>,
+}
+
+/// Verifies a stopped service's data directory.
+pub fn verify_offline(
+    dir: &Path,
+    options: &StoreOptions,
+) -> Result<OfflineVerifyReport, EngineError> {
+    let store = Store::open(dir, options)?;
+    let log = verify(&store, None);
+    let checkpoint_digest = match store.load_checkpoint() {
+        Ok(Some(mut state)) => match catch_up(&store, &mut state, &mut Dirty::default()) {
+            Ok(_) => Some(state.digest()),
+            // A checkpoint that cannot be caught up cannot match; its digest as loaded says so.
+            Err(_) => Some(state.digest()),
+        },
+        Ok(None) | Err(_) => None,
+    };
+    let checkpoint_matches = match (checkpoint_digest, log.projection_digest) {
+        (Some(a), Some(b)) => Some(a == b),
+        _ => None,
+    };
+    Ok(OfflineVerifyReport {
+        log,
+        checkpoint_digest,
+        checkpoint_matches,
+    })
+}
