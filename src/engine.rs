@@ -181,6 +181,16 @@ struct Shared {
     events_appended: AtomicU64,
     syncs: AtomicU64,
     failed: AtomicBool,
+    startup: Startup,
+}
+
+/// How the projections were brought up to date when the engine opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Startup {
+    /// The seq of the checkpoint the engine started from; `None` when it refolded the whole log.
+    pub checkpoint: Option<Seq>,
+    /// Events folded at start on top of the checkpoint.
+    pub events_folded: u64,
 }
 
 pub struct Engine {
@@ -219,14 +229,20 @@ impl Engine {
             }
         };
         let from_scratch = state.applied() == Seq::ZERO;
-        let caught_up = audit::catch_up(&store, &mut state, &mut dirty)?;
+        let startup = Startup {
+            checkpoint: (!from_scratch).then_some(state.applied()),
+            events_folded: audit::catch_up(&store, &mut state, &mut dirty)?,
+        };
         if from_scratch {
             dirty = Dirty::everything(&state);
         }
         if !dirty.is_empty() {
             store.save_checkpoint(&state, &dirty)?;
         }
-        tracing::info!(head = %head_seq, caught_up, "projections ready");
+        tracing::info!(
+            head = %head_seq, checkpoint = ?startup.checkpoint, events_folded = startup.events_folded,
+            "projections ready"
+        );
 
         let writer_state = state.clone();
         let shared = Arc::new(Shared {
@@ -235,6 +251,7 @@ impl Engine {
             events_appended: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             failed: AtomicBool::new(false),
+            startup,
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
@@ -466,6 +483,10 @@ impl Engine {
             return Ok(None);
         }
         Ok(self.shared.store.event(seq)?)
+    }
+
+    pub fn startup(&self) -> Startup {
+        self.shared.startup
     }
 
     pub fn stats(&self) -> WriterStats {

@@ -2,7 +2,7 @@
 //! with the seq it covers, so that a start catches up from there instead of refolding the log.
 //!
 //! Keys (one sled batch per checkpoint, so a checkpoint is applied whole or not at all):
-//! - `meta` -> `{"format": 1, "applied_seq": N}`
+//! - `c` -> `{"format": 2, "applied_seq": N}`
 //! - `g` + integration uuid -> integration JSON
 //! - `m` + monitor key -> monitor JSON
 //! - `r` + monitor key + chunk number (u32 BE) -> up to [`RUN_CHUNK`] run seqs as u64 BE
@@ -23,7 +23,8 @@ use crate::domain::{
 /// Bumped whenever the checkpoint's shape changes; an older checkpoint is then discarded and the
 /// projections are refolded from the log, which is always possible.
 const FORMAT: u32 = 2;
-const META: &[u8] = b"meta";
+/// A key of its own first byte, so that no prefix scan of the entries below ever meets it.
+const META: &[u8] = b"c";
 /// Run seqs per chunk: appending a run rewrites one chunk of at most 4 KiB, never the whole list.
 const RUN_CHUNK: usize = 512;
 
