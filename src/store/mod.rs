@@ -23,6 +23,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("stored event {seq} is corrupt: {reason}")]
     Corrupt { seq: Seq, reason: String },
+    #[error("{0} is in use by another running incidentd")]
+    Locked(PathBuf),
     #[error("the projection checkpoint is unreadable: {0}")]
     BadCheckpoint(String),
     #[error("event of {bytes} bytes exceeds the largest storable event ({max} bytes)")]
@@ -92,11 +94,11 @@ impl Store {
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("log");
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&path)
             .segment_size(SEGMENT_SIZE)
-            .cache_capacity(options.cache_capacity)
-            .open()?;
+            .cache_capacity(options.cache_capacity);
+        let db = open_locked(&config, &path)?;
         let events = db.open_tree("events")?;
         let projections = db.open_tree("projections")?;
         let data_file = File::open(path.join("db"))?;
@@ -166,6 +168,27 @@ impl Store {
     /// The number of events stored.
     pub fn event_count(&self) -> usize {
         self.events.len()
+    }
+}
+
+/// How long `Store::open` waits for the data directory's lock. sled releases it only when its
+/// last background writer thread has let go of the file, shortly after the previous handle in
+/// this process was dropped; another process holding it keeps it for good.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn open_locked(config: &sled::Config, path: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Locked(path.to_owned()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
