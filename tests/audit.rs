@@ -56,11 +56,24 @@ fn cli(args: &[&str], dir: &Path) -> (bool, Value) {
 
 /// Edits the sled tree of events directly, as an attacker with disk access would.
 fn tamper(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
-    let db = sled::Config::new()
+    let config = sled::Config::new()
         .path(dir.join("log"))
-        .segment_size(8 * 1024 * 1024)
-        .open()
-        .unwrap();
+        .segment_size(8 * 1024 * 1024);
+    // sled lets go of its lock only once its background threads release the file, a moment after
+    // the previous handle is dropped; Store::open waits for it the same way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let db = loop {
+        match config.open() {
+            Ok(db) => break db,
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && e.to_string().contains("could not acquire lock") =>
+            {
+                std::thread::yield_now()
+            }
+            Err(e) => panic!("cannot open the log to tamper with it: {e}"),
+        }
+    };
     let events = db.open_tree("events").unwrap();
     edit(&events);
     db.flush().unwrap();
