@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use crate::audit::{self, ReplayReport, VerifyReport};
 use crate::domain::{
-    Digest256, Event, EventBody, EventId, FoldError, Incident, IncidentId, IncidentRef,
-    IncidentStatus, Integration, IntegrationId, MonitorUid, Outcome, ParsedRun, Seq, State,
-    TokenHash, Transition, Verdict,
+    ApiToken, ApiTokenId, Digest256, Event, EventBody, EventId, FoldError, IdempotentRun, Incident,
+    IncidentId, IncidentRef, IncidentStatus, Integration, IntegrationId, MonitorUid, Outcome,
+    ParsedRun, Role, Seq, State, TokenHash, Transition, Verdict,
 };
 use crate::store::{Dirty, Encoded, Store, StoreError, StoreOptions};
 
@@ -37,6 +37,8 @@ pub enum EngineError {
     Storage(StoreError),
     #[error("the stored log is corrupt: {0}")]
     Corrupt(String),
+    #[error("this Idempotency-Key was first used with a different body (event {0})")]
+    IdempotencyKeyReused(Seq),
     #[error("the engine stopped accepting writes after a storage failure")]
     Unavailable,
 }
@@ -65,6 +67,8 @@ pub struct EngineOptions {
     pub max_batch: usize,
     /// Write a projection checkpoint after this many events (and whenever the writer is idle).
     pub checkpoint_every: u64,
+    /// How long a rotated-out webhook token keeps working.
+    pub rotation_grace: chrono::Duration,
 }
 
 impl Default for EngineOptions {
@@ -73,6 +77,7 @@ impl Default for EngineOptions {
             store: StoreOptions::default(),
             max_batch: 1024,
             checkpoint_every: 10_000,
+            rotation_grace: chrono::Duration::hours(24),
         }
     }
 }
@@ -139,6 +144,7 @@ enum WriteCommand {
     Ingest {
         token_hash: TokenHash,
         run: ParsedRun,
+        idempotency_key: Option<String>,
     },
     Acknowledge {
         incident_id: IncidentId,
@@ -149,6 +155,18 @@ enum WriteCommand {
         incident_id: IncidentId,
         by: String,
         text: String,
+    },
+    RotateIntegration {
+        id: IntegrationId,
+        token_hash: TokenHash,
+    },
+    CreateApiToken {
+        id: ApiTokenId,
+        name: String,
+        token_hash: TokenHash,
+    },
+    RevokeApiToken {
+        id: ApiTokenId,
     },
 }
 
@@ -167,6 +185,7 @@ enum Receipt {
     Run(IngestReceipt),
     Replay(ReplayReport),
     Action(ActionReceipt),
+    ApiToken(ApiToken),
 }
 
 struct Command {
@@ -311,12 +330,61 @@ impl Engine {
         }
     }
 
+    /// Gives an integration a new webhook token. The old one keeps working for the configured
+    /// grace period.
+    pub async fn rotate_integration(
+        &self,
+        id: IntegrationId,
+    ) -> Result<CreatedIntegration, EngineError> {
+        let token = new_secret("whk_");
+        let command = WriteCommand::RotateIntegration {
+            id,
+            token_hash: hash_token(&token),
+        };
+        match self.submit(CommandKind::Write(command)).await? {
+            Receipt::Integration(integration) => Ok(CreatedIntegration { integration, token }),
+            _ => unreachable!("a rotate command is answered with an integration"),
+        }
+    }
+
+    /// Issues a reader token; the token itself is returned here and stored nowhere.
+    pub async fn create_api_token(&self, name: &str) -> Result<(ApiToken, String), EngineError> {
+        let name = validate_text("name", name, 200, true)?;
+        let token = new_secret("rdr_");
+        let command = WriteCommand::CreateApiToken {
+            id: ApiTokenId(Uuid::new_v4()),
+            name,
+            token_hash: hash_token(&token),
+        };
+        match self.submit(CommandKind::Write(command)).await? {
+            Receipt::ApiToken(api_token) => Ok((api_token, token)),
+            _ => unreachable!("a token command is answered with a token"),
+        }
+    }
+
+    pub async fn revoke_api_token(&self, id: ApiTokenId) -> Result<ApiToken, EngineError> {
+        match self
+            .submit(CommandKind::Write(WriteCommand::RevokeApiToken { id }))
+            .await?
+        {
+            Receipt::ApiToken(api_token) => Ok(api_token),
+            _ => unreachable!("a token command is answered with a token"),
+        }
+    }
+
     /// Appends one delivered run for the integration whose webhook token is `token`. Returns once
-    /// the event is durable.
-    pub async fn ingest(&self, token: &str, run: ParsedRun) -> Result<IngestReceipt, EngineError> {
+    /// the event is durable. With an idempotency key already used on this integration, answers
+    /// as the first delivery was answered and appends nothing (or refuses a different body).
+    pub async fn ingest(
+        &self,
+        token: &str,
+        run: ParsedRun,
+        idempotency_key: Option<String>,
+    ) -> Result<IngestReceipt, EngineError> {
         let command = WriteCommand::Ingest {
             token_hash: hash_token(token),
             run,
+            idempotency_key,
         };
         match self.submit(CommandKind::Write(command)).await? {
             Receipt::Run(receipt) => Ok(receipt),
@@ -467,7 +535,7 @@ impl Engine {
     /// checks again when it appends, so a revocation racing this check still wins.
     pub fn hook_integration(&self, token: &str) -> Option<IntegrationId> {
         self.state()
-            .integration_by_token(&hash_token(token))
+            .integration_for_token(&hash_token(token), Utc::now())
             .map(|i| i.id)
     }
 
@@ -558,20 +626,7 @@ fn validate_text(
 }
 
 fn validate_name(name: &str) -> Result<String, EngineError> {
-    let name = name.trim();
-    let invalid = |reason: &str| EngineError::Invalid {
-        field: "name",
-        reason: reason.to_owned(),
-    };
-    if name.is_empty() {
-        Err(invalid("must not be empty"))
-    } else if name.chars().count() > 200 {
-        Err(invalid("must be at most 200 characters"))
-    } else if name.chars().any(char::is_control) {
-        Err(invalid("must not contain control characters"))
-    } else {
-        Ok(name.to_owned())
-    }
+    validate_text("name", name, 200, true)
 }
 
 /// The writer thread's own state: one batch ahead of the published state while a batch is being
@@ -744,6 +799,45 @@ impl Writer {
         Ok(report)
     }
 
+    /// The answer to a delivery whose idempotency key was used before: the first answer when the
+    /// body is the same JSON, a refusal when it is not. The first delivery may still be in this
+    /// batch, not yet in the store; its answer goes out after the batch is durable, like this one.
+    fn repeat(
+        &self,
+        first: IdempotentRun,
+        run: &ParsedRun,
+        staged: &[Event],
+    ) -> Result<IngestReceipt, EngineError> {
+        let original = match staged.iter().find(|e| e.seq == first.seq) {
+            Some(event) => event.clone(),
+            None => self.shared.store.event(first.seq)?.ok_or_else(|| {
+                EngineError::Corrupt(format!("event {} is missing from the log", first.seq))
+            })?,
+        };
+        let EventBody::MonitorRunReported {
+            monitor_uid,
+            payload,
+            ..
+        } = &original.body
+        else {
+            return Err(EngineError::Corrupt(format!(
+                "event {} is not a run",
+                first.seq
+            )));
+        };
+        if *payload != run.payload {
+            return Err(EngineError::IdempotencyKeyReused(first.seq));
+        }
+        Ok(IngestReceipt {
+            seq: first.seq,
+            event_id: original.event_id,
+            monitor_uid: monitor_uid.clone(),
+            verdict: first.verdict,
+            transition: first.transition,
+            incident: first.incident,
+        })
+    }
+
     fn action_target(&self, id: IncidentId) -> Result<&Incident, EngineError> {
         self.state
             .incident(id)
@@ -823,14 +917,62 @@ impl Writer {
                     text,
                 }
             }
-            WriteCommand::Ingest { token_hash, run } => {
+            WriteCommand::RotateIntegration { id, token_hash } => {
                 let integration = self
                     .state
-                    .integration_by_token(&token_hash)
+                    .integration(id)
+                    .ok_or_else(|| EngineError::NotFound(format!("integration {id}")))?;
+                if !integration.is_active() {
+                    return Err(EngineError::Conflict(format!(
+                        "integration {id} is revoked"
+                    )));
+                }
+                EventBody::IntegrationTokenRotated {
+                    integration_id: id,
+                    token_hash,
+                    previous_valid_until: Utc::now().trunc_subsecs(0) + self.options.rotation_grace,
+                }
+            }
+            WriteCommand::CreateApiToken {
+                id,
+                name,
+                token_hash,
+            } => EventBody::ApiTokenCreated {
+                token_id: id,
+                name,
+                role: Role::Reader,
+                token_hash,
+            },
+            WriteCommand::RevokeApiToken { id } => {
+                let token = self
+                    .state
+                    .api_token(id)
+                    .ok_or_else(|| EngineError::NotFound(format!("API token {id}")))?;
+                if !token.is_active() {
+                    return Err(EngineError::Conflict(format!(
+                        "API token {id} is already revoked"
+                    )));
+                }
+                EventBody::ApiTokenRevoked { token_id: id }
+            }
+            WriteCommand::Ingest {
+                token_hash,
+                run,
+                idempotency_key,
+            } => {
+                let integration = self
+                    .state
+                    .integration_for_token(&token_hash, Utc::now())
                     .ok_or_else(|| EngineError::NotFound("webhook".to_owned()))?;
+                if let Some(key) = &idempotency_key {
+                    if let Some(first) = self.state.idempotent_run(integration.id, key) {
+                        return self.repeat(first.clone(), &run, staged).map(Receipt::Run);
+                    }
+                }
                 EventBody::MonitorRunReported {
                     integration_id: integration.id,
                     monitor_uid: run.report.monitor_uid,
+                    idempotency_key,
                     payload: run.payload,
                 }
             }
@@ -848,12 +990,29 @@ impl Writer {
         self.dirty.record(&applied.touched, &self.state);
         self.head_hash = event.hash;
         let receipt = match applied.outcome {
-            Outcome::IntegrationCreated | Outcome::IntegrationRevoked => Receipt::Integration(
-                self.state
-                    .integration(event.body.integration_id())
+            Outcome::IntegrationCreated
+            | Outcome::IntegrationRevoked
+            | Outcome::IntegrationTokenRotated => Receipt::Integration(
+                event
+                    .body
+                    .integration_id()
+                    .and_then(|id| self.state.integration(id))
                     .expect("the event just applied names it")
                     .clone(),
             ),
+            Outcome::ApiTokenCreated | Outcome::ApiTokenRevoked => {
+                let (EventBody::ApiTokenCreated { token_id, .. }
+                | EventBody::ApiTokenRevoked { token_id }) = &event.body
+                else {
+                    unreachable!("a token outcome comes from a token event")
+                };
+                Receipt::ApiToken(
+                    self.state
+                        .api_token(*token_id)
+                        .expect("just applied")
+                        .clone(),
+                )
+            }
             Outcome::Run {
                 verdict,
                 transition,

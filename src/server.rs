@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 
+use crate::api::limits::{Deliveries, RateLimit, RateLimiter};
 use crate::api::{self, AppState};
 use crate::engine::{hash_token, new_secret, Engine, EngineError, EngineOptions};
 
@@ -23,6 +24,10 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Per-integration delivery rate limit; `None` disables it.
+    pub rate_limit: Option<RateLimit>,
+    /// Recent deliveries kept per integration for `GET /v1/integrations/{id}/deliveries`.
+    pub deliveries_kept: usize,
     /// HTTP worker threads; actix's default (one per core) when `None`.
     pub workers: Option<usize>,
     pub engine: EngineOptions,
@@ -38,6 +43,8 @@ impl ServeConfig {
             public_url: None,
             admin_token: None,
             body_limit: Self::DEFAULT_BODY_LIMIT,
+            rate_limit: Some(RateLimit::default()),
+            deliveries_kept: 100,
             workers: None,
             engine: EngineOptions::default(),
         }
@@ -191,11 +198,17 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         admin_token_hash: hash_token(&admin_token),
         public_url: public_url.clone(),
         body_limit: config.body_limit,
+        rate_limiter: RateLimiter::new(config.rate_limit),
+        deliveries: Deliveries::new(config.deliveries_kept),
     });
-    let mut server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
-            // Signals are handled by the caller, which also stops the writer after the server.
-            .disable_signals();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(api::access_log))
+            .app_data(state.clone())
+            .configure(api::configure)
+    })
+    // Signals are handled by the caller, which also stops the writer after the server.
+    .disable_signals();
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }

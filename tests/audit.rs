@@ -24,7 +24,7 @@ async fn make_log(dir: &Path) {
     for n in 1..EVENTS - 1 {
         let body = run(&format!("m{}", n % 3), (n % 2) as u32, 0).to_string();
         let receipt = engine
-            .ingest(&token, parse_run(body.as_bytes()).unwrap())
+            .ingest(&token, parse_run(body.as_bytes()).unwrap(), None)
             .await
             .unwrap();
         incident = incident.or(receipt.incident.map(|i| i.id));

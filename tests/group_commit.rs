@@ -29,7 +29,7 @@ async fn concurrent_appends_share_fsyncs() {
         let token = &token;
         async move {
             engine
-                .ingest(token, parse_run(body.as_bytes()).unwrap())
+                .ingest(token, parse_run(body.as_bytes()).unwrap(), None)
                 .await
                 .unwrap()
         }

@@ -121,6 +121,7 @@ fn pure_history(ops: &[Op]) -> (Vec<Event>, State) {
                 }
                 let payload = run(&format!("mon-{monitor}"), u32::from(failing), 0);
                 EventBody::MonitorRunReported {
+                    idempotency_key: None,
                     integration_id: id,
                     monitor_uid: MonitorUid::parse(&format!("mon-{monitor}")).unwrap(),
                     payload: payload.as_object().unwrap().clone(),
@@ -217,7 +218,11 @@ async fn play(dir: &std::path::Path, ops: &[Op]) {
                 let body = run(&format!("mon-{monitor}"), u32::from(failing), 0).to_string();
                 // Runs on a revoked integration are refused; that is part of the history too.
                 let _ = engine
-                    .ingest(&tokens[integration], parse_run(body.as_bytes()).unwrap())
+                    .ingest(
+                        &tokens[integration],
+                        parse_run(body.as_bytes()).unwrap(),
+                        None,
+                    )
                     .await;
             }
             Op::Acknowledge { incident } => {

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::domain::{
-    Event, EventBody, Incident, IncidentId, IncidentRef, IncidentStatus, Integration,
-    IntegrationId, Metrics, Monitor, MonitorStatus, PayloadError, RunReport, Seq, State,
-    TimelineStep, Transition, Verdict,
+    ApiToken, ApiTokenId, Event, EventBody, Incident, IncidentId, IncidentRef, IncidentStatus,
+    Integration, IntegrationId, Metrics, Monitor, MonitorStatus, PayloadError, Role, RunReport,
+    Seq, State, TimelineStep, Transition, Verdict,
 };
 use crate::engine::{ActionReceipt, IngestReceipt};
 
@@ -40,6 +40,49 @@ pub struct CreatedIntegrationDto {
     pub created_at: DateTime<Utc>,
     pub token: String,
     pub webhook_url: String,
+}
+
+/// Returned once, on rotation: the new token and URL. The previous token keeps working until
+/// `previous_token_valid_until`.
+#[derive(Serialize)]
+pub struct RotatedIntegrationDto {
+    pub id: IntegrationId,
+    pub name: String,
+    pub token: String,
+    pub webhook_url: String,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub previous_token_valid_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+pub struct ApiTokenDto {
+    pub id: ApiTokenId,
+    pub name: String,
+    pub role: Role,
+    pub status: &'static str,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ApiToken> for ApiTokenDto {
+    fn from(t: &ApiToken) -> Self {
+        ApiTokenDto {
+            id: t.id,
+            name: t.name.clone(),
+            role: t.role,
+            status: if t.is_active() { "active" } else { "revoked" },
+            created_at: t.created_at,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+/// Returned once, on creation: the only time the token is shown.
+#[derive(Serialize)]
+pub struct CreatedTokenDto {
+    #[serde(flatten)]
+    pub api_token: ApiTokenDto,
+    pub token: String,
 }
 
 #[derive(Serialize)]
@@ -190,7 +233,11 @@ impl TryFrom<&TimelineStep<'_>> for TimelineEntry {
             }
             EventBody::IncidentAcknowledged { note, .. } => entry.note = note.clone(),
             EventBody::NoteAdded { text, .. } => entry.text = Some(text.clone()),
-            EventBody::IntegrationCreated { .. } | EventBody::IntegrationRevoked { .. } => {}
+            EventBody::IntegrationCreated { .. }
+            | EventBody::IntegrationRevoked { .. }
+            | EventBody::IntegrationTokenRotated { .. }
+            | EventBody::ApiTokenCreated { .. }
+            | EventBody::ApiTokenRevoked { .. } => {}
         }
         Ok(entry)
     }

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -28,8 +31,27 @@ impl ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "this endpoint needs `Authorization: Bearer <admin token>`",
+            "this endpoint needs `Authorization: Bearer <token>` with a valid admin or reader token",
         )
+    }
+
+    pub fn forbidden() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a reader token can only read; this needs the admin token",
+        )
+    }
+
+    pub fn too_many_requests(retry_after_s: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after_s),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many deliveries for this integration; retry after {retry_after_s} s"),
+            )
+        }
     }
 
     pub fn not_found(what: impl std::fmt::Display) -> ApiError {
@@ -109,6 +131,9 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
         response.json(Body {
             error: Inner {
                 code: self.code,
@@ -137,6 +162,9 @@ impl From<EngineError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
             EngineError::Invalid { .. } => ApiError::unprocessable("invalid_field", e.to_string()),
+            EngineError::IdempotencyKeyReused(_) => {
+                ApiError::unprocessable("idempotency_key_reused", e.to_string())
+            }
             EngineError::TooLarge { .. } => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

@@ -7,13 +7,14 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::auth::Admin;
+use super::auth::{Admin, Reader};
 use super::dto::*;
 use super::error::ApiError;
+use super::limits::Delivery;
 use super::AppState;
 use crate::domain::{
-    incident_timeline, parse_run, Event, EventBody, Incident, IncidentId, IncidentStatus,
-    IntegrationId, Monitor, MonitorKey, MonitorUid, RunReport, Seq, State,
+    incident_timeline, parse_run, ApiTokenId, Event, EventBody, Incident, IncidentId,
+    IncidentStatus, IntegrationId, Monitor, MonitorKey, MonitorUid, RunReport, Seq, State,
 };
 use crate::engine::EngineError;
 
@@ -116,26 +117,151 @@ pub async fn revoke_integration(
 
 pub async fn ingest(
     state: Data,
+    request: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let token = path.into_inner();
     // Refuse unknown tokens before reading the body, so that nobody learns anything about
     // validation without a live URL. The writer checks the token again when it appends.
-    if state.engine.hook_integration(&token).is_none() {
+    let Some(integration_id) = state.engine.hook_integration(&token) else {
         return Err(ApiError::unknown_webhook());
+    };
+    let mut body_bytes = 0;
+    let result = accept_delivery(
+        &state,
+        &request,
+        &token,
+        integration_id,
+        payload,
+        &mut body_bytes,
+    )
+    .await;
+    let (status, error_code, seq) = match &result {
+        Ok(receipt) => (StatusCode::ACCEPTED.as_u16(), None, Some(receipt.seq)),
+        Err(e) => (e.status.as_u16(), Some(e.code), None),
+    };
+    state.deliveries.record(
+        integration_id,
+        Delivery {
+            at: Utc::now(),
+            status,
+            error_code,
+            body_bytes,
+            seq,
+        },
+    );
+    Ok(HttpResponse::Accepted().json(IngestResponse::from(result?)))
+}
+
+/// `Idempotency-Key`: 1 to 255 visible ASCII characters.
+fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = request.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "`Idempotency-Key` must be 1 to 255 visible ASCII characters",
+        )),
     }
+}
+
+async fn accept_delivery(
+    state: &AppState,
+    request: &HttpRequest,
+    token: &str,
+    integration_id: IntegrationId,
+    payload: web::Payload,
+    body_bytes: &mut usize,
+) -> Result<crate::engine::IngestReceipt, ApiError> {
+    state
+        .rate_limiter
+        .check(integration_id, std::time::Instant::now())
+        .map_err(ApiError::too_many_requests)?;
+    let key = idempotency_key(request)?;
     let body = read_body(payload, state.body_limit).await?;
+    *body_bytes = body.len();
     let run = parse_run(&body)?;
-    let receipt = state
+    state
         .engine
-        .ingest(&token, run)
+        .ingest(token, run, key)
         .await
         .map_err(|e| match e {
-            crate::engine::EngineError::NotFound(_) => ApiError::unknown_webhook(),
+            EngineError::NotFound(_) => ApiError::unknown_webhook(),
             other => other.into(),
-        })?;
-    Ok(HttpResponse::Accepted().json(IngestResponse::from(receipt)))
+        })
+}
+
+pub async fn deliveries(
+    _: Admin,
+    state: Data,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: IntegrationId = parse_id(&path, "integration")?;
+    if state.engine.state().integration(id).is_none() {
+        return Err(ApiError::not_found(format!("integration {id}")));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "deliveries": state.deliveries.recent(id) })))
+}
+
+pub async fn rotate_integration(
+    _: Admin,
+    state: Data,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: IntegrationId = parse_id(&path, "integration")?;
+    let rotated = state.engine.rotate_integration(id).await?;
+    Ok(HttpResponse::Ok().json(RotatedIntegrationDto {
+        id: rotated.integration.id,
+        name: rotated.integration.name,
+        webhook_url: format!("{}/v1/hooks/postman/{}", state.public_url, rotated.token),
+        token: rotated.token,
+        rotated_at: rotated.integration.rotated_at,
+        previous_token_valid_until: rotated.integration.previous_valid_until,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct CreateToken {
+    name: String,
+}
+
+pub async fn create_token(
+    _: Admin,
+    state: Data,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, state.body_limit).await?;
+    let request: CreateToken = json_body(&body)?;
+    let (api_token, token) = state.engine.create_api_token(&request.name).await?;
+    Ok(HttpResponse::Created().json(CreatedTokenDto {
+        token,
+        api_token: ApiTokenDto::from(&api_token),
+    }))
+}
+
+pub async fn list_tokens(_: Admin, state: Data) -> HttpResponse {
+    let tokens = state
+        .engine
+        .state()
+        .api_tokens()
+        .map(ApiTokenDto::from)
+        .collect::<Vec<_>>();
+    HttpResponse::Ok().json(serde_json::json!({ "tokens": tokens }))
+}
+
+pub async fn revoke_token(
+    _: Admin,
+    state: Data,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: ApiTokenId = parse_id(&path, "API token")?;
+    let revoked = state.engine.revoke_api_token(id).await?;
+    Ok(HttpResponse::Ok().json(ApiTokenDto::from(&revoked)))
 }
 
 #[derive(Deserialize)]
@@ -178,7 +304,7 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 }
 
 pub async fn list_incidents(
-    _: Admin,
+    _: Reader,
     state: Data,
     query: web::Query<IncidentQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -208,7 +334,7 @@ pub async fn list_incidents(
 }
 
 pub async fn get_incident(
-    _: Admin,
+    _: Reader,
     state: Data,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -284,7 +410,11 @@ pub struct MonitorQuery {
     integration_id: Option<IntegrationId>,
 }
 
-pub async fn list_monitors(_: Admin, state: Data, query: web::Query<MonitorQuery>) -> HttpResponse {
+pub async fn list_monitors(
+    _: Reader,
+    state: Data,
+    query: web::Query<MonitorQuery>,
+) -> HttpResponse {
     let monitors = state
         .engine
         .state()
@@ -330,7 +460,7 @@ fn find_monitor<'a>(
 }
 
 pub async fn get_monitor(
-    _: Admin,
+    _: Reader,
     state: Data,
     path: web::Path<String>,
     query: web::Query<MonitorQuery>,
@@ -350,7 +480,7 @@ pub struct HistoryQuery {
 }
 
 pub async fn monitor_history(
-    _: Admin,
+    _: Reader,
     state: Data,
     path: web::Path<String>,
     query: web::Query<HistoryQuery>,
@@ -451,7 +581,7 @@ const MAX_EVENT_PAGE: usize = 1000;
 const EXPORT_CHUNK: usize = 512;
 
 pub async fn list_events(
-    _: Admin,
+    _: Reader,
     state: Data,
     request: HttpRequest,
     query: web::Query<EventQuery>,
@@ -545,7 +675,7 @@ pub struct StateQuery {
 }
 
 pub async fn state_at(
-    _: Admin,
+    _: Reader,
     state: Data,
     query: web::Query<StateQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -589,7 +719,7 @@ pub async fn replay(_: Admin, state: Data) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(report))
 }
 
-pub async fn verify(_: Admin, state: Data) -> Result<HttpResponse, ApiError> {
+pub async fn verify(_: Reader, state: Data) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
     let report = web::block(move || engine.verify())
         .await

@@ -4,10 +4,17 @@ mod auth;
 mod dto;
 mod error;
 mod handlers;
+pub mod limits;
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
+
+use limits::{Deliveries, RateLimiter};
 
 use crate::domain::TokenHash;
 use crate::engine::Engine;
@@ -22,6 +29,39 @@ pub struct AppState {
     pub public_url: String,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    pub rate_limiter: RateLimiter,
+    pub deliveries: Deliveries,
+}
+
+const HOOK_PREFIX: &str = "/v1/hooks/postman/";
+
+/// A request path as it may be logged: the webhook token in a hook path is a secret.
+pub fn loggable_path(path: &str) -> String {
+    match path.strip_prefix(HOOK_PREFIX) {
+        Some(_) => format!("{HOOK_PREFIX}[redacted]"),
+        None => path.to_owned(),
+    }
+}
+
+/// The access log: one line per request with method, path (token redacted), status and latency.
+/// Query strings are left out: they carry nothing an operator needs and could carry secrets.
+pub async fn access_log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = loggable_path(req.path());
+    let response = next.call(req).await?;
+    tracing::info!(
+        target: "incidentd::access",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    Ok(response)
 }
 
 /// Registers every route. Unknown routes and wrong methods answer with JSON errors too.
@@ -38,6 +78,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         resource("/v1/integrations/{id}").route(web::delete().to(handlers::revoke_integration)),
     )
+    .service(
+        resource("/v1/integrations/{id}/rotate")
+            .route(web::post().to(handlers::rotate_integration)),
+    )
+    .service(
+        resource("/v1/integrations/{id}/deliveries").route(web::get().to(handlers::deliveries)),
+    )
+    .service(
+        resource("/v1/tokens")
+            .route(web::post().to(handlers::create_token))
+            .route(web::get().to(handlers::list_tokens)),
+    )
+    .service(resource("/v1/tokens/{id}").route(web::delete().to(handlers::revoke_token)))
     .service(resource("/v1/hooks/postman/{token}").route(web::post().to(handlers::ingest)))
     .service(resource("/v1/incidents").route(web::get().to(handlers::list_incidents)))
     .service(resource("/v1/incidents/{id}").route(web::get().to(handlers::get_incident)))

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::ids::{Digest256, EventId, IncidentId, IntegrationId, MonitorUid, Seq, TokenHash};
+use super::ids::{
+    ApiTokenId, Digest256, EventId, IncidentId, IntegrationId, MonitorUid, Seq, TokenHash,
+};
 
 /// The version of the stored event shape written by this build. A stored event with another
 /// version is refused rather than guessed at.
@@ -23,10 +25,30 @@ pub enum EventBody {
     },
     /// An integration was revoked: its webhook URL is refused from this event on.
     IntegrationRevoked { integration_id: IntegrationId },
+    /// An integration got a new webhook token. The token it replaces keeps working until
+    /// `previous_valid_until`, so that the sender can be updated.
+    IntegrationTokenRotated {
+        integration_id: IntegrationId,
+        token_hash: TokenHash,
+        previous_valid_until: DateTime<Utc>,
+    },
+    /// An API token was issued. Only its hash is recorded.
+    ApiTokenCreated {
+        token_id: ApiTokenId,
+        name: String,
+        role: Role,
+        token_hash: TokenHash,
+    },
+    /// An API token was revoked and is refused from this event on.
+    ApiTokenRevoked { token_id: ApiTokenId },
     /// Postman delivered the result of one monitor run. `payload` is the body exactly as received.
     MonitorRunReported {
         integration_id: IntegrationId,
         monitor_uid: MonitorUid,
+        /// The sender's `Idempotency-Key`, when it gave one: a later delivery with the same key
+        /// on the same integration is answered from this event instead of appending another.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
         payload: Map<String, Value>,
     },
     /// A person acknowledged an open incident. The integration and monitor are recorded too, so
@@ -54,21 +76,36 @@ impl EventBody {
         match self {
             EventBody::IntegrationCreated { .. } => "integration_created",
             EventBody::IntegrationRevoked { .. } => "integration_revoked",
+            EventBody::IntegrationTokenRotated { .. } => "integration_token_rotated",
+            EventBody::ApiTokenCreated { .. } => "api_token_created",
+            EventBody::ApiTokenRevoked { .. } => "api_token_revoked",
             EventBody::MonitorRunReported { .. } => "monitor_run_reported",
             EventBody::IncidentAcknowledged { .. } => "incident_acknowledged",
             EventBody::NoteAdded { .. } => "note_added",
         }
     }
 
-    pub fn integration_id(&self) -> IntegrationId {
+    /// The integration the event concerns; `None` for API token events.
+    pub fn integration_id(&self) -> Option<IntegrationId> {
         match self {
             EventBody::IntegrationCreated { integration_id, .. }
             | EventBody::IntegrationRevoked { integration_id }
+            | EventBody::IntegrationTokenRotated { integration_id, .. }
             | EventBody::MonitorRunReported { integration_id, .. }
             | EventBody::IncidentAcknowledged { integration_id, .. }
-            | EventBody::NoteAdded { integration_id, .. } => *integration_id,
+            | EventBody::NoteAdded { integration_id, .. } => Some(*integration_id),
+            EventBody::ApiTokenCreated { .. } | EventBody::ApiTokenRevoked { .. } => None,
         }
     }
+}
+
+/// What an API token may do. The admin token is configuration, not an event, so it has no role
+/// here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads incidents, monitors, history, the log, past states and verification; writes nothing.
+    Reader,
 }
 
 /// One event as stored in the log.
@@ -164,6 +201,9 @@ impl Event {
             }
             EventBody::IntegrationCreated { .. }
             | EventBody::IntegrationRevoked { .. }
+            | EventBody::IntegrationTokenRotated { .. }
+            | EventBody::ApiTokenCreated { .. }
+            | EventBody::ApiTokenRevoked { .. }
             | EventBody::MonitorRunReported { .. } => None,
         }
     }
@@ -173,7 +213,11 @@ impl Event {
             EventBody::MonitorRunReported { monitor_uid, .. }
             | EventBody::IncidentAcknowledged { monitor_uid, .. }
             | EventBody::NoteAdded { monitor_uid, .. } => Some(monitor_uid),
-            EventBody::IntegrationCreated { .. } | EventBody::IntegrationRevoked { .. } => None,
+            EventBody::IntegrationCreated { .. }
+            | EventBody::IntegrationRevoked { .. }
+            | EventBody::IntegrationTokenRotated { .. }
+            | EventBody::ApiTokenCreated { .. }
+            | EventBody::ApiTokenRevoked { .. } => None,
         }
     }
 }

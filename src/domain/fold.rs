@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::event::{Event, EventBody};
+use super::event::{Event, EventBody, Role};
 use sha2::{Digest, Sha256};
 
-use super::ids::{Digest256, IncidentId, IntegrationId, MonitorUid, Seq, TokenHash};
+use super::ids::{ApiTokenId, Digest256, IncidentId, IntegrationId, MonitorUid, Seq, TokenHash};
 use super::payload::{Metrics, RunReport, Verdict};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,9 +22,55 @@ pub struct Integration {
     pub token_hash: TokenHash,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_seq: Option<Seq>,
+    /// When the webhook token was last rotated.
+    #[serde(default)]
+    pub rotated_at: Option<DateTime<Utc>>,
+    /// The token replaced by the last rotation, accepted until `previous_valid_until`.
+    #[serde(default)]
+    pub previous_token_hash: Option<TokenHash>,
+    #[serde(default)]
+    pub previous_valid_until: Option<DateTime<Utc>>,
 }
 
 impl Integration {
+    pub fn is_active(&self) -> bool {
+        self.revoked_seq.is_none()
+    }
+
+    /// Whether `hash` opens this integration's webhook at time `now`: the current token, or the
+    /// previous one while its grace period lasts.
+    pub fn accepts(&self, hash: &TokenHash, now: DateTime<Utc>) -> bool {
+        self.is_active()
+            && (self.token_hash == *hash
+                || (self.previous_token_hash == Some(*hash)
+                    && self.previous_valid_until.is_some_and(|until| now <= until)))
+    }
+}
+
+/// How the first delivery with an `Idempotency-Key` was answered, so that a repeat gets the same
+/// answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotentRun {
+    pub seq: Seq,
+    pub verdict: Verdict,
+    pub transition: Transition,
+    pub incident: Option<IncidentRef>,
+}
+
+/// An API token for reading (auditors). Only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: ApiTokenId,
+    pub name: String,
+    pub role: Role,
+    pub token_hash: TokenHash,
+    pub created_at: DateTime<Utc>,
+    pub created_seq: Seq,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_seq: Option<Seq>,
+}
+
+impl ApiToken {
     pub fn is_active(&self) -> bool {
         self.revoked_seq.is_none()
     }
@@ -122,7 +168,7 @@ pub enum Transition {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentRef {
     pub id: IncidentId,
     pub status: IncidentStatus,
@@ -133,6 +179,9 @@ pub struct IncidentRef {
 pub enum Outcome {
     IntegrationCreated,
     IntegrationRevoked,
+    IntegrationTokenRotated,
+    ApiTokenCreated,
+    ApiTokenRevoked,
     /// An acknowledgement or a note was recorded on the incident.
     IncidentAction {
         incident: IncidentRef,
@@ -148,6 +197,9 @@ pub enum Outcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Touched {
     pub integration: Option<IntegrationId>,
+    pub api_token: Option<ApiTokenId>,
+    /// An `Idempotency-Key` recorded for an integration.
+    pub idempotency: Option<(IntegrationId, String)>,
     pub monitor: Option<MonitorKey>,
     /// Keyed by the incident's opening seq.
     pub incident: Option<Seq>,
@@ -179,9 +231,15 @@ pub struct State {
     runs: BTreeMap<MonitorKey, Vec<Seq>>,
     /// Keyed by opening seq, so iteration order is the order incidents were opened.
     incidents: BTreeMap<Seq, Incident>,
+    api_tokens: BTreeMap<ApiTokenId, ApiToken>,
+    /// The first run delivered with each (integration, `Idempotency-Key`), as it was answered.
+    idempotency: BTreeMap<(IntegrationId, String), IdempotentRun>,
     // Derived lookups, rebuilt by `from_parts`; never persisted.
     incident_index: HashMap<IncidentId, Seq>,
+    /// Current and in-grace previous webhook tokens of active integrations.
     token_index: HashMap<TokenHash, IntegrationId>,
+    /// Active API tokens.
+    api_token_index: HashMap<TokenHash, ApiTokenId>,
 }
 
 impl State {
@@ -200,6 +258,9 @@ impl State {
         for i in integrations {
             if i.is_active() {
                 state.token_index.insert(i.token_hash, i.id);
+                if let Some(previous) = i.previous_token_hash {
+                    state.token_index.insert(previous, i.id);
+                }
             }
             state.integrations.insert(i.id, i);
         }
@@ -210,6 +271,37 @@ impl State {
             state.incidents.insert(inc.opened_seq, inc);
         }
         state
+    }
+
+    /// Adds the persisted idempotency keys to a state rebuilt by `from_parts`.
+    pub fn with_idempotency(
+        mut self,
+        keys: impl IntoIterator<Item = ((IntegrationId, String), IdempotentRun)>,
+    ) -> State {
+        self.idempotency.extend(keys);
+        self
+    }
+
+    pub fn idempotency_keys(
+        &self,
+    ) -> impl Iterator<Item = (&(IntegrationId, String), &IdempotentRun)> {
+        self.idempotency.iter()
+    }
+
+    /// The first run delivered to `integration` with `Idempotency-Key: key`.
+    pub fn idempotent_run(&self, integration: IntegrationId, key: &str) -> Option<&IdempotentRun> {
+        self.idempotency.get(&(integration, key.to_owned()))
+    }
+
+    /// Adds the persisted API tokens to a state rebuilt by `from_parts`.
+    pub fn with_api_tokens(mut self, tokens: impl IntoIterator<Item = ApiToken>) -> State {
+        for t in tokens {
+            if t.is_active() {
+                self.api_token_index.insert(t.token_hash, t.id);
+            }
+            self.api_tokens.insert(t.id, t);
+        }
+        self
     }
 
     /// The seq of the last event folded in; `Seq::ZERO` for an empty log.
@@ -251,6 +343,9 @@ impl State {
                         token_hash: *token_hash,
                         revoked_at: None,
                         revoked_seq: None,
+                        rotated_at: None,
+                        previous_token_hash: None,
+                        previous_valid_until: None,
                     },
                 );
                 self.token_index.insert(*token_hash, *integration_id);
@@ -272,7 +367,13 @@ impl State {
                     })?;
                 integration.revoked_at = Some(event.recorded_at);
                 integration.revoked_seq = Some(event.seq);
-                self.token_index.remove(&integration.token_hash);
+                // Only this integration's own entries go, even if another shared a token hash.
+                let own = [
+                    Some(integration.token_hash),
+                    integration.previous_token_hash,
+                ];
+                self.token_index
+                    .retain(|hash, id| id != integration_id || !own.contains(&Some(*hash)));
                 Applied {
                     outcome: Outcome::IntegrationRevoked,
                     touched: Touched {
@@ -281,9 +382,87 @@ impl State {
                     },
                 }
             }
+            EventBody::IntegrationTokenRotated {
+                integration_id,
+                token_hash,
+                previous_valid_until,
+            } => {
+                let integration = self
+                    .integrations
+                    .get_mut(integration_id)
+                    .filter(|i| i.is_active())
+                    .ok_or_else(|| {
+                        inconsistent(format!("integration {integration_id} is not active"))
+                    })?;
+                // Only the token just replaced keeps a grace period; an older one ends now.
+                if let Some(older) = integration.previous_token_hash {
+                    self.token_index.remove(&older);
+                }
+                integration.previous_token_hash = Some(integration.token_hash);
+                integration.previous_valid_until = Some(*previous_valid_until);
+                integration.token_hash = *token_hash;
+                integration.rotated_at = Some(event.recorded_at);
+                self.token_index.insert(*token_hash, *integration_id);
+                Applied {
+                    outcome: Outcome::IntegrationTokenRotated,
+                    touched: Touched {
+                        integration: Some(*integration_id),
+                        ..Touched::default()
+                    },
+                }
+            }
+            EventBody::ApiTokenCreated {
+                token_id,
+                name,
+                role,
+                token_hash,
+            } => {
+                if self.api_tokens.contains_key(token_id) {
+                    return Err(inconsistent(format!("API token {token_id} created twice")));
+                }
+                self.api_tokens.insert(
+                    *token_id,
+                    ApiToken {
+                        id: *token_id,
+                        name: name.clone(),
+                        role: *role,
+                        token_hash: *token_hash,
+                        created_at: event.recorded_at,
+                        created_seq: event.seq,
+                        revoked_at: None,
+                        revoked_seq: None,
+                    },
+                );
+                self.api_token_index.insert(*token_hash, *token_id);
+                Applied {
+                    outcome: Outcome::ApiTokenCreated,
+                    touched: Touched {
+                        api_token: Some(*token_id),
+                        ..Touched::default()
+                    },
+                }
+            }
+            EventBody::ApiTokenRevoked { token_id } => {
+                let token = self
+                    .api_tokens
+                    .get_mut(token_id)
+                    .filter(|t| t.is_active())
+                    .ok_or_else(|| inconsistent(format!("API token {token_id} is not active")))?;
+                token.revoked_at = Some(event.recorded_at);
+                token.revoked_seq = Some(event.seq);
+                self.api_token_index.remove(&token.token_hash);
+                Applied {
+                    outcome: Outcome::ApiTokenRevoked,
+                    touched: Touched {
+                        api_token: Some(*token_id),
+                        ..Touched::default()
+                    },
+                }
+            }
             EventBody::MonitorRunReported {
                 integration_id,
                 monitor_uid,
+                idempotency_key,
                 payload,
             } => {
                 if !self
@@ -302,7 +481,35 @@ impl State {
                         "monitor_uid differs from the payload's".to_owned(),
                     ));
                 }
-                self.apply_run(event, *integration_id, report)
+                let idempotency = idempotency_key
+                    .as_ref()
+                    .map(|k| (*integration_id, k.clone()));
+                if idempotency
+                    .as_ref()
+                    .is_some_and(|k| self.idempotency.contains_key(k))
+                {
+                    return Err(inconsistent("idempotency key used twice".to_owned()));
+                }
+                let mut applied = self.apply_run(event, *integration_id, report);
+                if let (
+                    Some(key),
+                    Outcome::Run {
+                        verdict,
+                        transition,
+                        incident,
+                    },
+                ) = (idempotency, &applied.outcome)
+                {
+                    let first = IdempotentRun {
+                        seq: event.seq,
+                        verdict: *verdict,
+                        transition: *transition,
+                        incident: *incident,
+                    };
+                    self.idempotency.insert(key.clone(), first);
+                    applied.touched.idempotency = Some(key);
+                }
+                applied
             }
             EventBody::IncidentAcknowledged {
                 incident_id,
@@ -471,6 +678,9 @@ impl State {
                 incident.resolved_at = Some(event.recorded_at);
                 incident.resolved_seq = Some(event.seq);
                 incident.last_metrics = run.metrics;
+                if monitor.name.is_some() {
+                    incident.monitor_name = monitor.name.clone();
+                }
                 (Transition::Resolved, Some(seq))
             }
             (Verdict::Passing, None) => {
@@ -495,6 +705,7 @@ impl State {
                 integration: None,
                 monitor: Some(key),
                 incident: incident_seq,
+                ..Touched::default()
             },
         }
     }
@@ -508,6 +719,35 @@ impl State {
     }
 
     /// The active integration whose webhook token hashes to `hash`.
+    /// The integration whose webhook `hash` opens at time `now` (the current token, or the
+    /// previous one within its grace period).
+    pub fn integration_for_token(
+        &self,
+        hash: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> Option<&Integration> {
+        self.token_index
+            .get(hash)
+            .and_then(|id| self.integrations.get(id))
+            .filter(|i| i.accepts(hash, now))
+    }
+
+    pub fn api_tokens(&self) -> impl DoubleEndedIterator<Item = &ApiToken> {
+        self.api_tokens.values()
+    }
+
+    pub fn api_token(&self, id: ApiTokenId) -> Option<&ApiToken> {
+        self.api_tokens.get(&id)
+    }
+
+    /// The active API token that hashes to `hash`.
+    pub fn api_token_by_hash(&self, hash: &TokenHash) -> Option<&ApiToken> {
+        self.api_token_index
+            .get(hash)
+            .and_then(|id| self.api_tokens.get(id))
+    }
+
+    /// The active integration whose current webhook token hashes to `hash`.
     pub fn integration_by_token(&self, hash: &TokenHash) -> Option<&Integration> {
         self.token_index
             .get(hash)
@@ -596,12 +836,14 @@ impl State {
             Lazy(std::cell::Cell::new(Some(iter)))
         }
         #[derive(Serialize)]
-        struct Canonical<A, B, C, D> {
+        struct Canonical<A, B, C, D, E, F> {
             applied: Seq,
+            idempotency: F,
             integrations: A,
             monitors: B,
             runs: C,
             incidents: D,
+            api_tokens: E,
         }
         let canonical = Canonical {
             applied: self.applied,
@@ -609,6 +851,8 @@ impl State {
             monitors: seq(self.monitors.values()),
             runs: seq(self.runs.iter()),
             incidents: seq(self.incidents.values()),
+            api_tokens: seq(self.api_tokens.values()),
+            idempotency: seq(self.idempotency.iter()),
         };
         let mut hasher = HashWriter(Sha256::new());
         serde_json::to_writer(&mut hasher, &canonical).expect("state serializes");
@@ -677,7 +921,10 @@ pub fn incident_timeline<'a>(incident: &Incident, events: &'a [Event]) -> Vec<Ti
                 }
                 EventBody::NoteAdded { .. }
                 | EventBody::IntegrationCreated { .. }
-                | EventBody::IntegrationRevoked { .. } => None,
+                | EventBody::IntegrationRevoked { .. }
+                | EventBody::IntegrationTokenRotated { .. }
+                | EventBody::ApiTokenCreated { .. }
+                | EventBody::ApiTokenRevoked { .. } => None,
             };
             TimelineStep {
                 event,

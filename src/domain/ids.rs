@@ -70,6 +70,10 @@ uuid_id!(
     IntegrationId
 );
 uuid_id!(
+    /// Identifies one API token (a reader token for auditors).
+    ApiTokenId
+);
+uuid_id!(
     /// Identifies one incident. Derived from the id of the event that opened it, so a rebuild of
     /// the projections from the log yields the same ids.
     IncidentId

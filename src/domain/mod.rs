@@ -8,10 +8,13 @@ pub mod ids;
 pub mod payload;
 
 pub use chain::{ChainError, ChainVerifier};
-pub use event::{DecodeError, Event, EventBody, SCHEMA_VERSION};
+pub use event::{DecodeError, Event, EventBody, Role, SCHEMA_VERSION};
 pub use fold::{
-    incident_timeline, Applied, FoldError, Incident, IncidentRef, IncidentStatus, Integration,
-    Monitor, MonitorKey, MonitorStatus, Outcome, State, TimelineStep, Touched, Transition,
+    incident_timeline, ApiToken, Applied, FoldError, IdempotentRun, Incident, IncidentRef,
+    IncidentStatus, Integration, Monitor, MonitorKey, MonitorStatus, Outcome, State, TimelineStep,
+    Touched, Transition,
 };
-pub use ids::{Digest256, EventId, IncidentId, IntegrationId, MonitorUid, Seq, TokenHash};
+pub use ids::{
+    ApiTokenId, Digest256, EventId, IncidentId, IntegrationId, MonitorUid, Seq, TokenHash,
+};
 pub use payload::{parse_run, Metrics, ParsedRun, PayloadError, RunReport, Verdict};

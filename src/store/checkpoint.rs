@@ -2,7 +2,9 @@
 //! with the seq it covers, so that a start catches up from there instead of refolding the log.
 //!
 //! Keys (one sled batch per checkpoint, so a checkpoint is applied whole or not at all):
-//! - `c` -> `{"format": 2, "applied_seq": N}`
+//! - `c` -> `{"format": 3, "applied_seq": N}`
+//! - `a` + API token uuid -> API token JSON
+//! - `k` + integration uuid + idempotency key -> how the first delivery with that key was answered
 //! - `g` + integration uuid -> integration JSON
 //! - `m` + monitor key -> monitor JSON
 //! - `r` + monitor key + chunk number (u32 BE) -> up to [`RUN_CHUNK`] run seqs as u64 BE
@@ -17,12 +19,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
 use crate::domain::{
-    Incident, Integration, IntegrationId, Monitor, MonitorKey, MonitorUid, Seq, State, Touched,
+    ApiToken, ApiTokenId, IdempotentRun, Incident, Integration, IntegrationId, Monitor, MonitorKey,
+    MonitorUid, Seq, State, Touched,
 };
 
 /// Bumped whenever the checkpoint's shape changes; an older checkpoint is then discarded and the
 /// projections are refolded from the log, which is always possible.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 /// A key of its own first byte, so that no prefix scan of the entries below ever meets it.
 const META: &[u8] = b"c";
 /// Run seqs per chunk: appending a run rewrites one chunk of at most 4 KiB, never the whole list.
@@ -38,6 +41,8 @@ struct Meta {
 #[derive(Debug, Default)]
 pub struct Dirty {
     integrations: BTreeSet<IntegrationId>,
+    api_tokens: BTreeSet<ApiTokenId>,
+    idempotency: BTreeSet<(IntegrationId, String)>,
     /// For each monitor, how many of its runs the last checkpoint already holds.
     monitors: BTreeMap<MonitorKey, usize>,
     incidents: BTreeSet<Seq>,
@@ -50,6 +55,12 @@ impl Dirty {
         self.events += 1;
         if let Some(id) = touched.integration {
             self.integrations.insert(id);
+        }
+        if let Some(id) = touched.api_token {
+            self.api_tokens.insert(id);
+        }
+        if let Some(key) = &touched.idempotency {
+            self.idempotency.insert(key.clone());
         }
         if let Some(key) = &touched.monitor {
             if !self.monitors.contains_key(key) {
@@ -67,6 +78,8 @@ impl Dirty {
     pub fn everything(state: &State) -> Dirty {
         Dirty {
             integrations: state.integrations().map(|i| i.id).collect(),
+            api_tokens: state.api_tokens().map(|t| t.id).collect(),
+            idempotency: state.idempotency_keys().map(|(k, _)| k.clone()).collect(),
             monitors: state.monitors().map(|m| (m.key(), 0)).collect(),
             incidents: state.incidents().map(|i| i.opened_seq).collect(),
             events: state.applied().0,
@@ -107,6 +120,21 @@ impl Store {
                 let mut key = vec![b'g'];
                 key.extend_from_slice(id.0.as_bytes());
                 batch.insert(key, json(i));
+            }
+        }
+        for id in &dirty.api_tokens {
+            if let Some(t) = state.api_token(*id) {
+                let mut key = vec![b'a'];
+                key.extend_from_slice(id.0.as_bytes());
+                batch.insert(key, json(t));
+            }
+        }
+        for (integration, key) in &dirty.idempotency {
+            if let Some(first) = state.idempotent_run(*integration, key) {
+                let mut k = vec![b'k'];
+                k.extend_from_slice(integration.0.as_bytes());
+                k.extend_from_slice(key.as_bytes());
+                batch.insert(k, json(first));
             }
         }
         for (key, persisted) in &dirty.monitors {
@@ -186,13 +214,30 @@ impl Store {
                 )));
             }
         }
-        Ok(Some(State::from_parts(
-            meta.applied_seq,
-            integrations,
-            monitors,
-            runs,
-            incidents,
-        )))
+        let mut idempotency = Vec::new();
+        for item in self.projections.scan_prefix(b"k") {
+            let (key, value) = item?;
+            let (integration, idempotency_key) = key[1..]
+                .split_at_checked(16)
+                .and_then(|(id, k)| {
+                    Some((
+                        uuid::Uuid::from_slice(id).ok()?,
+                        String::from_utf8(k.to_vec()).ok()?,
+                    ))
+                })
+                .ok_or_else(|| bad("malformed idempotency key entry"))?;
+            let first: IdempotentRun = serde_json::from_slice(&value).map_err(bad)?;
+            idempotency.push(((IntegrationId(integration), idempotency_key), first));
+        }
+        let mut api_tokens = Vec::new();
+        for item in self.projections.scan_prefix(b"a") {
+            api_tokens.push(serde_json::from_slice::<ApiToken>(&item?.1).map_err(bad)?);
+        }
+        Ok(Some(
+            State::from_parts(meta.applied_seq, integrations, monitors, runs, incidents)
+                .with_api_tokens(api_tokens)
+                .with_idempotency(idempotency),
+        ))
     }
 
     /// Deletes the checkpoint, so that the next start refolds the whole log.
