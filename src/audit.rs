@@ -41,9 +41,7 @@ pub fn verify(store: &Store, up_to: Option<Seq>) -> VerifyReport {
                 break;
             }
             chain.check(&event).map_err(|e| (e.seq(), e.to_string()))?;
-            state
-                .apply(&event)
-                .map_err(|e| (event.seq, e.to_string()))?;
+            state.apply(&event).map_err(|e| (event.seq, e.to_string()))?;
         }
         if let Some(last) = up_to {
             if chain.head().0 < last {
@@ -196,9 +194,5 @@ pub fn verify_offline(
         (Some(a), Some(b)) => Some(a == b),
         _ => None,
     };
-    Ok(OfflineVerifyReport {
-        log,
-        checkpoint_digest,
-        checkpoint_matches,
-    })
+    Ok(OfflineVerifyReport { log, checkpoint_digest, checkpoint_matches })
 }

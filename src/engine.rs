@@ -133,41 +133,14 @@ pub fn hash_token(token: &str) -> TokenHash {
 
 /// A command that appends one event when valid.
 enum WriteCommand {
-    CreateIntegration {
-        id: IntegrationId,
-        name: String,
-        token_hash: TokenHash,
-    },
-    RevokeIntegration {
-        id: IntegrationId,
-    },
-    Ingest {
-        token_hash: TokenHash,
-        run: ParsedRun,
-        idempotency_key: Option<String>,
-    },
-    Acknowledge {
-        incident_id: IncidentId,
-        by: String,
-        note: Option<String>,
-    },
-    AddNote {
-        incident_id: IncidentId,
-        by: String,
-        text: String,
-    },
-    RotateIntegration {
-        id: IntegrationId,
-        token_hash: TokenHash,
-    },
-    CreateApiToken {
-        id: ApiTokenId,
-        name: String,
-        token_hash: TokenHash,
-    },
-    RevokeApiToken {
-        id: ApiTokenId,
-    },
+    CreateIntegration { id: IntegrationId, name: String, token_hash: TokenHash },
+    RevokeIntegration { id: IntegrationId },
+    Ingest { token_hash: TokenHash, run: ParsedRun, idempotency_key: Option<String> },
+    Acknowledge { incident_id: IncidentId, by: String, note: Option<String> },
+    AddNote { incident_id: IncidentId, by: String, text: String },
+    RotateIntegration { id: IntegrationId, token_hash: TokenHash },
+    CreateApiToken { id: ApiTokenId, name: String, token_hash: TokenHash },
+    RevokeApiToken { id: ApiTokenId },
 }
 
 enum CommandKind {
@@ -285,11 +258,7 @@ impl Engine {
             .name("incidentd-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| EngineError::Storage(StoreError::Io(e)))?;
-        Ok(Engine {
-            shared,
-            tx: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(handle)),
-        })
+        Ok(Engine { shared, tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)) })
     }
 
     async fn submit(&self, kind: CommandKind) -> Result<Receipt, EngineError> {
@@ -321,10 +290,7 @@ impl Engine {
 
     /// Revokes an integration: its webhook URL is refused from now on.
     pub async fn revoke_integration(&self, id: IntegrationId) -> Result<Integration, EngineError> {
-        match self
-            .submit(CommandKind::Write(WriteCommand::RevokeIntegration { id }))
-            .await?
-        {
+        match self.submit(CommandKind::Write(WriteCommand::RevokeIntegration { id })).await? {
             Receipt::Integration(integration) => Ok(integration),
             _ => unreachable!("a revoke command is answered with an integration"),
         }
@@ -337,10 +303,7 @@ impl Engine {
         id: IntegrationId,
     ) -> Result<CreatedIntegration, EngineError> {
         let token = new_secret("whk_");
-        let command = WriteCommand::RotateIntegration {
-            id,
-            token_hash: hash_token(&token),
-        };
+        let command = WriteCommand::RotateIntegration { id, token_hash: hash_token(&token) };
         match self.submit(CommandKind::Write(command)).await? {
             Receipt::Integration(integration) => Ok(CreatedIntegration { integration, token }),
             _ => unreachable!("a rotate command is answered with an integration"),
@@ -363,10 +326,7 @@ impl Engine {
     }
 
     pub async fn revoke_api_token(&self, id: ApiTokenId) -> Result<ApiToken, EngineError> {
-        match self
-            .submit(CommandKind::Write(WriteCommand::RevokeApiToken { id }))
-            .await?
-        {
+        match self.submit(CommandKind::Write(WriteCommand::RevokeApiToken { id })).await? {
             Receipt::ApiToken(api_token) => Ok(api_token),
             _ => unreachable!("a token command is answered with a token"),
         }
@@ -381,11 +341,7 @@ impl Engine {
         run: ParsedRun,
         idempotency_key: Option<String>,
     ) -> Result<IngestReceipt, EngineError> {
-        let command = WriteCommand::Ingest {
-            token_hash: hash_token(token),
-            run,
-            idempotency_key,
-        };
+        let command = WriteCommand::Ingest { token_hash: hash_token(token), run, idempotency_key };
         match self.submit(CommandKind::Write(command)).await? {
             Receipt::Run(receipt) => Ok(receipt),
             _ => unreachable!("an ingest command is answered with a run"),
@@ -400,15 +356,8 @@ impl Engine {
         note: Option<&str>,
     ) -> Result<ActionReceipt, EngineError> {
         let by = validate_text("by", by, 200, true)?;
-        let note = note
-            .map(|n| validate_text("note", n, MAX_TEXT, false))
-            .transpose()?;
-        self.action(WriteCommand::Acknowledge {
-            incident_id,
-            by,
-            note,
-        })
-        .await
+        let note = note.map(|n| validate_text("note", n, MAX_TEXT, false)).transpose()?;
+        self.action(WriteCommand::Acknowledge { incident_id, by, note }).await
     }
 
     /// Records a note by `by` on an incident, in any status.
@@ -420,12 +369,7 @@ impl Engine {
     ) -> Result<ActionReceipt, EngineError> {
         let by = validate_text("by", by, 200, true)?;
         let text = validate_text("text", text, MAX_TEXT, false)?;
-        self.action(WriteCommand::AddNote {
-            incident_id,
-            by,
-            text,
-        })
-        .await
+        self.action(WriteCommand::AddNote { incident_id, by, text }).await
     }
 
     async fn action(&self, command: WriteCommand) -> Result<ActionReceipt, EngineError> {
@@ -468,10 +412,7 @@ impl Engine {
         let rebuilt = tokio::task::spawn_blocking(move || audit::fold_prefix(&shared.store, head))
             .await
             .map_err(|_| EngineError::Unavailable)??;
-        let command = CommandKind::Swap {
-            rebuilt: Box::new(rebuilt),
-            started,
-        };
+        let command = CommandKind::Swap { rebuilt: Box::new(rebuilt), started };
         match self.submit(command).await? {
             Receipt::Replay(report) => Ok(report),
             _ => unreachable!("a swap command is answered with a replay report"),
@@ -534,9 +475,7 @@ impl Engine {
     /// The active integration that owns a webhook token, from the published state. The writer
     /// checks again when it appends, so a revocation racing this check still wins.
     pub fn hook_integration(&self, token: &str) -> Option<IntegrationId> {
-        self.state()
-            .integration_for_token(&hash_token(token), Utc::now())
-            .map(|i| i.id)
+        self.state().integration_for_token(&hash_token(token), Utc::now()).map(|i| i.id)
     }
 
     /// The published state: every event in it is durable. Hold the guard briefly; the writer
@@ -615,10 +554,7 @@ fn validate_text(
         Err(invalid("must not be empty".to_owned()))
     } else if text.chars().count() > max_chars {
         Err(invalid(format!("must be at most {max_chars} characters")))
-    } else if text
-        .chars()
-        .any(|c| c.is_control() && (single_line || !matches!(c, '\n' | '\t')))
-    {
+    } else if text.chars().any(|c| c.is_control() && (single_line || !matches!(c, '\n' | '\t'))) {
         Err(invalid("must not contain control characters".to_owned()))
     } else {
         Ok(text.to_owned())
@@ -746,9 +682,7 @@ impl Writer {
                 return;
             }
             self.shared.syncs.fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .events_appended
-                .fetch_add(staged.len() as u64, Ordering::Relaxed);
+            self.shared.events_appended.fetch_add(staged.len() as u64, Ordering::Relaxed);
             let mut published = self.shared.state.write().expect("state lock poisoned");
             for event in &staged {
                 if let Err(e) = published.apply(event) {
@@ -814,16 +748,8 @@ impl Writer {
                 EngineError::Corrupt(format!("event {} is missing from the log", first.seq))
             })?,
         };
-        let EventBody::MonitorRunReported {
-            monitor_uid,
-            payload,
-            ..
-        } = &original.body
-        else {
-            return Err(EngineError::Corrupt(format!(
-                "event {} is not a run",
-                first.seq
-            )));
+        let EventBody::MonitorRunReported { monitor_uid, payload, .. } = &original.body else {
+            return Err(EngineError::Corrupt(format!("event {} is not a run", first.seq)));
         };
         if *payload != run.payload {
             return Err(EngineError::IdempotencyKeyReused(first.seq));
@@ -839,9 +765,7 @@ impl Writer {
     }
 
     fn action_target(&self, id: IncidentId) -> Result<&Incident, EngineError> {
-        self.state
-            .incident(id)
-            .ok_or_else(|| EngineError::NotFound(format!("incident {id}")))
+        self.state.incident(id).ok_or_else(|| EngineError::NotFound(format!("incident {id}")))
     }
 
     /// Validates one command against the writer's state and, when valid, builds its event, folds
@@ -853,15 +777,9 @@ impl Writer {
         encoded: &mut Vec<Encoded>,
     ) -> Result<Receipt, EngineError> {
         let body = match command {
-            WriteCommand::CreateIntegration {
-                id,
-                name,
-                token_hash,
-            } => EventBody::IntegrationCreated {
-                integration_id: id,
-                name,
-                token_hash,
-            },
+            WriteCommand::CreateIntegration { id, name, token_hash } => {
+                EventBody::IntegrationCreated { integration_id: id, name, token_hash }
+            }
             WriteCommand::RevokeIntegration { id } => {
                 let integration = self
                     .state
@@ -874,11 +792,7 @@ impl Writer {
                 }
                 EventBody::IntegrationRevoked { integration_id: id }
             }
-            WriteCommand::Acknowledge {
-                incident_id,
-                by,
-                note,
-            } => {
+            WriteCommand::Acknowledge { incident_id, by, note } => {
                 let incident = self.action_target(incident_id)?;
                 match incident.status {
                     IncidentStatus::Open => {}
@@ -903,11 +817,7 @@ impl Writer {
                     note,
                 }
             }
-            WriteCommand::AddNote {
-                incident_id,
-                by,
-                text,
-            } => {
+            WriteCommand::AddNote { incident_id, by, text } => {
                 let incident = self.action_target(incident_id)?;
                 EventBody::NoteAdded {
                     incident_id,
@@ -923,9 +833,7 @@ impl Writer {
                     .integration(id)
                     .ok_or_else(|| EngineError::NotFound(format!("integration {id}")))?;
                 if !integration.is_active() {
-                    return Err(EngineError::Conflict(format!(
-                        "integration {id} is revoked"
-                    )));
+                    return Err(EngineError::Conflict(format!("integration {id} is revoked")));
                 }
                 EventBody::IntegrationTokenRotated {
                     integration_id: id,
@@ -933,16 +841,9 @@ impl Writer {
                     previous_valid_until: Utc::now().trunc_subsecs(0) + self.options.rotation_grace,
                 }
             }
-            WriteCommand::CreateApiToken {
-                id,
-                name,
-                token_hash,
-            } => EventBody::ApiTokenCreated {
-                token_id: id,
-                name,
-                role: Role::Reader,
-                token_hash,
-            },
+            WriteCommand::CreateApiToken { id, name, token_hash } => {
+                EventBody::ApiTokenCreated { token_id: id, name, role: Role::Reader, token_hash }
+            }
             WriteCommand::RevokeApiToken { id } => {
                 let token = self
                     .state
@@ -955,11 +856,7 @@ impl Writer {
                 }
                 EventBody::ApiTokenRevoked { token_id: id }
             }
-            WriteCommand::Ingest {
-                token_hash,
-                run,
-                idempotency_key,
-            } => {
+            WriteCommand::Ingest { token_hash, run, idempotency_key } => {
                 let integration = self
                     .state
                     .integration_for_token(&token_hash, Utc::now())
@@ -1006,24 +903,12 @@ impl Writer {
                 else {
                     unreachable!("a token outcome comes from a token event")
                 };
-                Receipt::ApiToken(
-                    self.state
-                        .api_token(*token_id)
-                        .expect("just applied")
-                        .clone(),
-                )
+                Receipt::ApiToken(self.state.api_token(*token_id).expect("just applied").clone())
             }
-            Outcome::Run {
-                verdict,
-                transition,
-                incident,
-            } => Receipt::Run(IngestReceipt {
+            Outcome::Run { verdict, transition, incident } => Receipt::Run(IngestReceipt {
                 seq: event.seq,
                 event_id: event.event_id,
-                monitor_uid: event
-                    .monitor_uid()
-                    .expect("a run names its monitor")
-                    .clone(),
+                monitor_uid: event.monitor_uid().expect("a run names its monitor").clone(),
                 verdict,
                 transition,
                 incident,

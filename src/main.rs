@@ -7,16 +7,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use incidentd::api::limits::RateLimit;
 use incidentd::audit;
 use incidentd::engine::EngineOptions;
 use incidentd::server::{self, ServeConfig};
 use incidentd::store::StoreOptions;
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "Event-sourced incident engine for Postman monitor webhooks"
-)]
+#[command(version, about = "Event-sourced incident engine for Postman monitor webhooks")]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -50,9 +48,7 @@ struct OfflineArgs {
 
 impl OfflineArgs {
     fn store_options(&self) -> StoreOptions {
-        StoreOptions {
-            cache_capacity: self.cache_mb * 1024 * 1024,
-        }
+        StoreOptions { cache_capacity: self.cache_mb * 1024 * 1024 }
     }
 }
 
@@ -74,6 +70,18 @@ struct ServeArgs {
     /// Upper bound of the storage page cache, in MiB.
     #[arg(long, env = "INCIDENTD_CACHE_MB", default_value_t = 64)]
     cache_mb: u64,
+    /// Deliveries per second sustained per integration before 429; 0 turns the limit off.
+    #[arg(long, env = "INCIDENTD_RATE_LIMIT", default_value_t = RateLimit::default().per_second)]
+    rate_limit: f64,
+    /// Deliveries an integration may send in one burst.
+    #[arg(long, env = "INCIDENTD_RATE_BURST", default_value_t = RateLimit::default().burst)]
+    rate_burst: f64,
+    /// Recent deliveries kept in memory per integration for /v1/integrations/{id}/deliveries.
+    #[arg(long, env = "INCIDENTD_DELIVERIES_KEPT", default_value_t = 100)]
+    deliveries_kept: usize,
+    /// Seconds a rotated-out webhook token keeps working.
+    #[arg(long, env = "INCIDENTD_ROTATION_GRACE_S", default_value_t = 86_400)]
+    rotation_grace_s: u32,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -105,13 +113,11 @@ fn verify(args: &OfflineArgs) -> anyhow::Result<ExitCode> {
     let report = audit::verify_offline(&args.data_dir, &args.store_options())
         .with_context(|| format!("verifying {}", args.data_dir.display()))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(
-        if report.log.ok && report.checkpoint_matches != Some(false) {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        },
-    )
+    Ok(if report.log.ok && report.checkpoint_matches != Some(false) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -120,10 +126,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Read from the environment only: a token on the command line would show in `ps`.
         admin_token: std::env::var("INCIDENTD_ADMIN_TOKEN").ok(),
         body_limit: args.body_limit,
+        rate_limit: (args.rate_limit > 0.0)
+            .then_some(RateLimit { per_second: args.rate_limit, burst: args.rate_burst.max(1.0) }),
+        deliveries_kept: args.deliveries_kept,
         engine: EngineOptions {
-            store: StoreOptions {
-                cache_capacity: args.cache_mb * 1024 * 1024,
-            },
+            store: StoreOptions { cache_capacity: args.cache_mb * 1024 * 1024 },
+            rotation_grace: chrono::Duration::seconds(i64::from(args.rotation_grace_s)),
             ..EngineOptions::default()
         },
         ..ServeConfig::new(args.data_dir, args.listen)

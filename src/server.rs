@@ -56,15 +56,9 @@ pub enum StartError {
     #[error("cannot open the data directory: {0}")]
     Engine(#[from] EngineError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("cannot read or create the admin token file {path}: {source}")]
-    AdminToken {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    AdminToken { path: PathBuf, source: std::io::Error },
     #[error("invalid public URL {0:?}: it must start with http:// or https://")]
     PublicUrl(String),
 }
@@ -87,10 +81,7 @@ pub fn resolve_admin_token(
         return Ok((token.trim().to_owned(), AdminTokenSource::Environment));
     }
     let path = data_dir.join("admin-token");
-    let err = |source| StartError::AdminToken {
-        path: path.clone(),
-        source,
-    };
+    let err = |source| StartError::AdminToken { path: path.clone(), source };
     std::fs::create_dir_all(data_dir).map_err(err)?;
     match std::fs::read_to_string(&path) {
         Ok(token) if !token.trim().is_empty() => {
@@ -111,8 +102,7 @@ pub fn resolve_admin_token(
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&path).map_err(err)?;
-    file.write_all(format!("{token}\n").as_bytes())
-        .map_err(err)?;
+    file.write_all(format!("{token}\n").as_bytes()).map_err(err)?;
     file.sync_all().map_err(err)?;
     Ok((token, AdminTokenSource::Generated(path)))
 }
@@ -168,10 +158,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         }
         AdminTokenSource::File(path) => tracing::info!("admin token read from {}", path.display()),
         AdminTokenSource::Generated(path) => {
-            tracing::info!(
-                "admin token generated and stored in {} (mode 0600)",
-                path.display()
-            )
+            tracing::info!("admin token generated and stored in {} (mode 0600)", path.display())
         }
     }
     let data_dir = config.data_dir.clone();
@@ -181,10 +168,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         .expect("engine start-up does not panic")?;
     let engine = Arc::new(engine);
 
-    let bind_err = |source| StartError::Bind {
-        addr: config.listen.clone(),
-        source,
-    };
+    let bind_err = |source| StartError::Bind { addr: config.listen.clone(), source };
     let listener = std::net::TcpListener::bind(&config.listen).map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
     let public_url = config
@@ -217,11 +201,5 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     let task = tokio::spawn(server);
     tracing::info!("listening on http://{addr}");
     tracing::info!("webhook URLs start with {public_url}/v1/hooks/postman/");
-    Ok(Running {
-        addr,
-        public_url,
-        engine,
-        handle,
-        task,
-    })
+    Ok(Running { addr, public_url, engine, handle, task })
 }

@@ -64,48 +64,24 @@ async fn the_whole_story_over_http() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| {
-            (
-                i["monitor_uid"].as_str().unwrap(),
-                i["status"].as_str().unwrap(),
-            )
-        })
+        .map(|i| (i["monitor_uid"].as_str().unwrap(), i["status"].as_str().unwrap()))
         .collect();
-    assert_eq!(
-        statuses,
-        [
-            (PAYMENTS, "open"),
-            (STATUS_PAGE, "open"),
-            (PAYMENTS, "resolved")
-        ]
-    );
+    assert_eq!(statuses, [(PAYMENTS, "open"), (STATUS_PAGE, "open"), (PAYMENTS, "resolved")]);
 
-    let (status, detail) = server
-        .get(&format!(
-            "/v1/incidents/{}",
-            first_incident.as_str().unwrap()
-        ))
-        .await;
+    let (status, detail) =
+        server.get(&format!("/v1/incidents/{}", first_incident.as_str().unwrap())).await;
     assert_eq!(status, StatusCode::OK);
     insta::assert_json_snapshot!("api_incident_detail", redact(&detail));
     let timeline: Vec<(u64, &str)> = detail["timeline"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| {
-            (
-                e["seq"].as_u64().unwrap(),
-                e["transition"].as_str().unwrap(),
-            )
-        })
+        .map(|e| (e["seq"].as_u64().unwrap(), e["transition"].as_str().unwrap()))
         .collect();
     assert_eq!(timeline, [(2, "opened"), (3, "ongoing"), (5, "resolved")]);
 
-    let (_, open_only) = server
-        .get(&format!(
-            "/v1/incidents?status=open&monitor_uid={STATUS_PAGE}"
-        ))
-        .await;
+    let (_, open_only) =
+        server.get(&format!("/v1/incidents?status=open&monitor_uid={STATUS_PAGE}")).await;
     assert_eq!(open_only["incidents"].as_array().unwrap().len(), 1);
 
     let (_, monitors) = server.get("/v1/monitors").await;
@@ -120,20 +96,14 @@ async fn the_whole_story_over_http() {
 
     let (_, integrations) = server.get("/v1/integrations").await;
     insta::assert_json_snapshot!("api_integration_list", redact(&integrations));
-    assert!(
-        !integrations.to_string().contains(token),
-        "listing never shows the token"
-    );
+    assert!(!integrations.to_string().contains(token), "listing never shows the token");
 
     let id = created["id"].as_str().unwrap();
     let (status, revoked) = server.delete_admin(&format!("/v1/integrations/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     insta::assert_json_snapshot!("api_integration_revoked", redact(&revoked));
     let (status, again) = server.delete_admin(&format!("/v1/integrations/{id}")).await;
-    assert_eq!(
-        (status, again["error"]["code"].as_str()),
-        (StatusCode::CONFLICT, Some("conflict"))
-    );
+    assert_eq!((status, again["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
     server.stop().await;
 }
 
@@ -151,12 +121,8 @@ async fn stored_events_keep_the_payload_verbatim_and_chain_by_hash() {
     for (name, body) in samples("valid") {
         let (status, receipt) = server.deliver(url, body.clone()).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{name}: {receipt}");
-        let event = server
-            .running
-            .engine
-            .event(Seq(receipt["seq"].as_u64().unwrap()))
-            .unwrap()
-            .unwrap();
+        let event =
+            server.running.engine.event(Seq(receipt["seq"].as_u64().unwrap())).unwrap().unwrap();
         let stored = serde_json::to_value(&event).unwrap();
         let sent: Value = serde_json::from_slice(&body).unwrap();
         // Equal as JSON and with the keys in the order Postman sent them, unknown ones included.
@@ -177,11 +143,7 @@ async fn stored_events_keep_the_payload_verbatim_and_chain_by_hash() {
     for seq in 1..=server.head() {
         let event = server.running.engine.event(Seq(seq)).unwrap().unwrap();
         assert_eq!(event.prev_hash, prev, "event {seq} links to the one before");
-        assert_eq!(
-            event.computed_hash(),
-            event.hash,
-            "event {seq} hash covers its content"
-        );
+        assert_eq!(event.computed_hash(), event.hash, "event {seq} hash covers its content");
         prev = event.hash;
     }
     server.stop().await;
@@ -193,33 +155,13 @@ async fn stored_events_keep_the_payload_verbatim_and_chain_by_hash() {
 async fn every_invalid_sample_is_refused_and_appends_nothing() {
     let expected: &[(&str, u16, &str, &str)] = &[
         ("array.json", 400, "not_an_object", "array"),
-        (
-            "empty-monitor-uid.json",
-            422,
-            "invalid_field",
-            "monitor_uid",
-        ),
+        ("empty-monitor-uid.json", 422, "invalid_field", "monitor_uid"),
         ("empty.txt", 400, "empty_body", "empty"),
         ("form-encoded.txt", 400, "invalid_json", "line 1, column 1"),
         ("missing-metrics.json", 422, "missing_field", "metrics"),
-        (
-            "missing-monitor-uid.json",
-            422,
-            "missing_field",
-            "monitor_uid",
-        ),
-        (
-            "negative-errors.json",
-            422,
-            "invalid_field",
-            "metrics.errors",
-        ),
-        (
-            "string-count.json",
-            422,
-            "invalid_field",
-            "metrics.failedTests",
-        ),
+        ("missing-monitor-uid.json", 422, "missing_field", "monitor_uid"),
+        ("negative-errors.json", 422, "invalid_field", "metrics.errors"),
+        ("string-count.json", 422, "invalid_field", "metrics.failedTests"),
         ("truncated.json", 400, "invalid_json", "EOF"),
     ];
     let dir = tempfile::tempdir().unwrap();
@@ -231,20 +173,14 @@ async fn every_invalid_sample_is_refused_and_appends_nothing() {
     let invalid = samples("invalid");
     let names: Vec<&str> = invalid.iter().map(|(n, _)| n.as_str()).collect();
     let covered: Vec<&str> = expected.iter().map(|e| e.0).collect();
-    assert_eq!(
-        names, covered,
-        "every shared invalid sample has an expectation"
-    );
+    assert_eq!(names, covered, "every shared invalid sample has an expectation");
 
     for ((name, body), (_, status, code, needle)) in invalid.into_iter().zip(expected) {
         let (got, error) = server.deliver(url, body).await;
         assert_eq!(got.as_u16(), *status, "{name}: {error}");
         assert_eq!(error["error"]["code"], *code, "{name}: {error}");
         let message = error["error"]["message"].as_str().unwrap();
-        assert!(
-            message.contains(needle),
-            "{name}: {message:?} should name {needle:?}"
-        );
+        assert!(message.contains(needle), "{name}: {message:?} should name {needle:?}");
         assert_eq!(server.head(), head, "{name} appended nothing");
     }
     server.stop().await;
@@ -260,31 +196,19 @@ async fn tokens_and_admin_auth() {
     server.deliver_run(url, &run(PAYMENTS, 1, 0)).await;
 
     let unknown = format!("{}/v1/hooks/postman/whk_{}", server.base, "0".repeat(64));
-    let (status, unknown_body) = server
-        .deliver(&unknown, run(PAYMENTS, 1, 0).to_string())
-        .await;
+    let (status, unknown_body) = server.deliver(&unknown, run(PAYMENTS, 1, 0).to_string()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    server
-        .delete_admin(&format!(
-            "/v1/integrations/{}",
-            created["id"].as_str().unwrap()
-        ))
-        .await;
+    server.delete_admin(&format!("/v1/integrations/{}", created["id"].as_str().unwrap())).await;
     let head = server.head();
     let (status, revoked_body) = server.deliver(url, run(PAYMENTS, 1, 0).to_string()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        revoked_body, unknown_body,
-        "revoked and unknown tokens get the same body"
-    );
+    assert_eq!(revoked_body, unknown_body, "revoked and unknown tokens get the same body");
     assert_eq!(server.head(), head, "a refused delivery appends nothing");
 
-    for (method, path) in [
-        ("GET", "/v1/integrations"),
-        ("POST", "/v1/integrations"),
-        ("GET", "/v1/incidents"),
-    ] {
+    for (method, path) in
+        [("GET", "/v1/integrations"), ("POST", "/v1/integrations"), ("GET", "/v1/incidents")]
+    {
         for auth in [None, Some("Bearer wrong"), Some(ADMIN_TOKEN)] {
             let mut request = server
                 .client
@@ -294,25 +218,17 @@ async fn tokens_and_admin_auth() {
                 request = request.header("authorization", auth);
             }
             let (status, body) = common::read(request.send().await.unwrap()).await;
-            assert_eq!(
-                status,
-                StatusCode::UNAUTHORIZED,
-                "{method} {path} with {auth:?}"
-            );
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} with {auth:?}");
             assert_eq!(body["error"]["code"], "unauthorized");
         }
     }
 
-    let (status, body) = server
-        .post_admin("/v1/integrations", json!({"name": "  "}))
-        .await;
+    let (status, body) = server.post_admin("/v1/integrations", json!({"name": "  "})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_field"))
     );
-    let (status, body) = server
-        .post_admin("/v1/integrations", json!({"nom": "x"}))
-        .await;
+    let (status, body) = server.post_admin("/v1/integrations", json!({"nom": "x"})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("name"));
     server.stop().await;
@@ -330,12 +246,7 @@ async fn routing_errors_are_json() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     insta::assert_json_snapshot!("api_error_unknown_route", body);
 
-    let response = server
-        .client
-        .put(format!("{}/v1/incidents", server.base))
-        .send()
-        .await
-        .unwrap();
+    let response = server.client.put(format!("{}/v1/incidents", server.base)).send().await.unwrap();
     let (status, body) = common::read(response).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -367,9 +278,7 @@ async fn paging_and_ambiguous_monitors() {
     let b = server.create_integration("b").await;
     let url_a = a["webhook_url"].as_str().unwrap();
     for n in 0..5 {
-        server
-            .deliver_run(url_a, &run(&format!("mon-{n}"), 1, 0))
-            .await;
+        server.deliver_run(url_a, &run(&format!("mon-{n}"), 1, 0)).await;
     }
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -394,30 +303,18 @@ async fn paging_and_ambiguous_monitors() {
     }
     assert_eq!(seen, ["mon-4", "mon-3", "mon-2", "mon-1", "mon-0"]);
 
-    server
-        .deliver_run(b["webhook_url"].as_str().unwrap(), &run("mon-0", 0, 0))
-        .await;
+    server.deliver_run(b["webhook_url"].as_str().unwrap(), &run("mon-0", 0, 0)).await;
     let (status, body) = server.get("/v1/monitors/mon-0").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::CONFLICT, Some("ambiguous_monitor"))
     );
     let (status, body) = server
-        .get(&format!(
-            "/v1/monitors/mon-0?integration_id={}",
-            b["id"].as_str().unwrap()
-        ))
+        .get(&format!("/v1/monitors/mon-0?integration_id={}", b["id"].as_str().unwrap()))
         .await;
-    assert_eq!(
-        (status, body["status"].as_str()),
-        (StatusCode::OK, Some("passing"))
-    );
-    let (_, only_b) = server
-        .get(&format!(
-            "/v1/monitors?integration_id={}",
-            b["id"].as_str().unwrap()
-        ))
-        .await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("passing")));
+    let (_, only_b) =
+        server.get(&format!("/v1/monitors?integration_id={}", b["id"].as_str().unwrap())).await;
     assert_eq!(only_b["monitors"].as_array().unwrap().len(), 1);
     let (status, _) = server.get("/v1/monitors/unknown-monitor").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -430,13 +327,7 @@ async fn everything(server: &TestServer) -> Value {
     let mut details = Vec::new();
     for incident in incidents["incidents"].as_array().unwrap() {
         details.push(
-            server
-                .get(&format!(
-                    "/v1/incidents/{}",
-                    incident["id"].as_str().unwrap()
-                ))
-                .await
-                .1,
+            server.get(&format!("/v1/incidents/{}", incident["id"].as_str().unwrap())).await.1,
         );
     }
     json!({
@@ -456,24 +347,16 @@ async fn restart_keeps_state_and_projections_rebuild_identically() {
     let created = server.create_integration("restart").await;
     let token = created["token"].as_str().unwrap().to_owned();
     let url = created["webhook_url"].as_str().unwrap().to_owned();
-    for (uid, failed) in [
-        (PAYMENTS, 1),
-        (STATUS_PAGE, 2),
-        (PAYMENTS, 1),
-        (PAYMENTS, 0),
-        (STATUS_PAGE, 1),
-    ] {
+    for (uid, failed) in
+        [(PAYMENTS, 1), (STATUS_PAGE, 2), (PAYMENTS, 1), (PAYMENTS, 0), (STATUS_PAGE, 1)]
+    {
         server.deliver_run(&url, &run(uid, failed, 0)).await;
     }
     let before = everything(&server).await;
     server.stop().await;
 
     let server = TestServer::start(dir.path()).await;
-    assert_eq!(
-        everything(&server).await,
-        before,
-        "a restart reads the same"
-    );
+    assert_eq!(everything(&server).await, before, "a restart reads the same");
     server.stop().await;
 
     {
@@ -482,11 +365,7 @@ async fn restart_keeps_state_and_projections_rebuild_identically() {
         assert!(store.load_checkpoint().unwrap().is_none());
     }
     let server = TestServer::start(dir.path()).await;
-    assert_eq!(
-        everything(&server).await,
-        before,
-        "a rebuild from the log reads the same"
-    );
+    assert_eq!(everything(&server).await, before, "a rebuild from the log reads the same");
 
     // The token handed out before the restarts still works (the port changed, the token did not),
     // and the chain goes on from the head.

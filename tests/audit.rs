@@ -23,27 +23,17 @@ async fn make_log(dir: &Path) {
     let mut incident = None;
     for n in 1..EVENTS - 1 {
         let body = run(&format!("m{}", n % 3), (n % 2) as u32, 0).to_string();
-        let receipt = engine
-            .ingest(&token, parse_run(body.as_bytes()).unwrap(), None)
-            .await
-            .unwrap();
+        let receipt =
+            engine.ingest(&token, parse_run(body.as_bytes()).unwrap(), None).await.unwrap();
         incident = incident.or(receipt.incident.map(|i| i.id));
     }
-    engine
-        .add_note(incident.unwrap(), "auditor", "checked")
-        .await
-        .unwrap();
+    engine.add_note(incident.unwrap(), "auditor", "checked").await.unwrap();
     assert_eq!(engine.state().applied(), Seq(EVENTS));
 }
 
 /// Runs `incidentd <args> --data-dir <dir>` and returns its exit success and JSON report.
 fn cli(args: &[&str], dir: &Path) -> (bool, Value) {
-    let output = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
+    let output = Command::new(BIN).args(args).arg("--data-dir").arg(dir).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
         panic!(
@@ -56,9 +46,7 @@ fn cli(args: &[&str], dir: &Path) -> (bool, Value) {
 
 /// Edits the sled tree of events directly, as an attacker with disk access would.
 fn tamper(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
-    let config = sled::Config::new()
-        .path(dir.join("log"))
-        .segment_size(8 * 1024 * 1024);
+    let config = sled::Config::new().path(dir.join("log")).segment_size(8 * 1024 * 1024);
     // sled lets go of its lock only once its background threads release the file, a moment after
     // the previous handle is dropped; Store::open waits for it the same way.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -98,19 +86,13 @@ async fn a_clean_log_verifies_and_replays_identically() {
     make_log(dir.path()).await;
     let (ok, report) = cli(&["verify"], dir.path());
     assert!(ok, "{report}");
-    assert_eq!(
-        (report["ok"].as_bool(), report["events"].as_u64()),
-        (Some(true), Some(EVENTS))
-    );
+    assert_eq!((report["ok"].as_bool(), report["events"].as_u64()), (Some(true), Some(EVENTS)));
     assert_eq!(report["checkpoint_matches"], true, "{report}");
 
     let (ok, report) = cli(&["replay"], dir.path());
     assert!(ok, "{report}");
     assert_eq!(
-        (
-            report["identical"].as_bool(),
-            report["events_replayed"].as_u64()
-        ),
+        (report["identical"].as_bool(), report["events_replayed"].as_u64()),
         (Some(true), Some(EVENTS))
     );
 }
@@ -149,18 +131,12 @@ async fn verify_names_the_first_altered_missing_or_reordered_event() {
     let (ok, report) = cli(&["verify"], &deleted);
     assert!(!ok);
     assert_eq!(report["first_bad_seq"], 7, "{report}");
-    assert!(
-        report["error"].as_str().unwrap().contains("missing"),
-        "{report}"
-    );
+    assert!(report["error"].as_str().unwrap().contains("missing"), "{report}");
 
     let swapped = case("swapped");
     tamper(&swapped, |events| {
         let (a, b) = (Seq(3).to_be_bytes(), Seq(4).to_be_bytes());
-        let (va, vb) = (
-            events.get(a).unwrap().unwrap(),
-            events.get(b).unwrap().unwrap(),
-        );
+        let (va, vb) = (events.get(a).unwrap().unwrap(), events.get(b).unwrap().unwrap());
         events.insert(a, vb).unwrap();
         events.insert(b, va).unwrap();
     });

@@ -34,10 +34,7 @@ fn uid(s: &str) -> MonitorUid {
 }
 
 fn key(integ: u8, mon: &str) -> MonitorKey {
-    MonitorKey {
-        monitor_uid: uid(mon),
-        integration_id: integration_id(integ),
-    }
+    MonitorKey { monitor_uid: uid(mon), integration_id: integration_id(integ) }
 }
 
 fn recorded_at(seq: Seq) -> DateTime<Utc> {
@@ -54,9 +51,7 @@ fn create_body(n: u8) -> EventBody {
 }
 
 fn revoke_body(n: u8) -> EventBody {
-    EventBody::IntegrationRevoked {
-        integration_id: integration_id(n),
-    }
+    EventBody::IntegrationRevoked { integration_id: integration_id(n) }
 }
 
 fn run_body(integ: u8, mon: &str, failing: bool, seq_hint: usize) -> EventBody {
@@ -68,9 +63,7 @@ fn run_body(integ: u8, mon: &str, failing: bool, seq_hint: usize) -> EventBody {
     if seq_hint % 3 == 0 {
         payload["monitor_name"] = json!(format!("{mon} #{seq_hint}"));
     }
-    let Value::Object(payload) = payload else {
-        unreachable!("json! object literal")
-    };
+    let Value::Object(payload) = payload else { unreachable!("json! object literal") };
     EventBody::MonitorRunReported {
         idempotency_key: None,
         integration_id: integration_id(integ),
@@ -124,9 +117,7 @@ struct Harness {
 }
 
 fn open(dir: &Path) -> Store {
-    let options = StoreOptions {
-        cache_capacity: 4 * 1024 * 1024,
-    };
+    let options = StoreOptions { cache_capacity: 4 * 1024 * 1024 };
     Store::open(dir, &options).expect("store opens")
 }
 
@@ -156,8 +147,7 @@ impl Harness {
         let event = Event::seal(seq, id, recorded_at(seq), body, prev);
         let applied = self.state.apply(&event).expect("valid history");
         self.dirty.record(&applied.touched, &self.state);
-        self.pending
-            .push(Encoded::new(&event).expect("event fits the store"));
+        self.pending.push(Encoded::new(&event).expect("event fits the store"));
         self.events.push(event);
     }
 
@@ -172,9 +162,7 @@ impl Harness {
     /// the live state.
     fn checkpoint(&mut self, ctx: &str) {
         self.append_pending();
-        self.store()
-            .save_checkpoint(&self.state, &self.dirty)
-            .expect("save_checkpoint");
+        self.store().save_checkpoint(&self.state, &self.dirty).expect("save_checkpoint");
         self.dirty = Dirty::default();
         self.checkpoints += 1;
         let loaded = self
@@ -196,10 +184,7 @@ impl Harness {
 /// that differs instead of printing two states with thousands of run seqs.
 fn assert_same(loaded: Option<&State>, live: &State, ctx: &str) {
     let Some(loaded) = loaded else {
-        panic!(
-            "{ctx}: no checkpoint loaded, live state is at {}",
-            live.applied()
-        );
+        panic!("{ctx}: no checkpoint loaded, live state is at {}", live.applied());
     };
     if loaded == live {
         return;
@@ -360,9 +345,7 @@ fn everything_rewrites_a_cleared_checkpoint() {
     let everything = Dirty::everything(&h.state);
     assert_eq!(everything.events(), h.state.applied().0);
     assert!(!everything.is_empty());
-    h.store()
-        .save_checkpoint(&h.state, &everything)
-        .expect("save everything");
+    h.store().save_checkpoint(&h.state, &everything).expect("save everything");
     let loaded = h.store().load_checkpoint().expect("load");
     assert_same(loaded.as_ref(), &h.state, "everything after clear");
 
@@ -381,9 +364,7 @@ fn clear_checkpoint_then_load_gives_none() {
     h.push(create_body(0));
     h.push(run_body(0, "m", true, 0));
     h.append_pending();
-    h.store()
-        .save_checkpoint(&h.state, &h.dirty)
-        .expect("save_checkpoint");
+    h.store().save_checkpoint(&h.state, &h.dirty).expect("save_checkpoint");
     h.store().clear_checkpoint().expect("clear");
     assert!(h.store().load_checkpoint().expect("load").is_none());
     // Clearing the checkpoint must leave the log alone: it is what the projections refold from.
@@ -410,10 +391,8 @@ fn reopening_keeps_events_and_checkpoint() {
     let store = h.store();
     assert_eq!(store.event_count(), h.events.len());
     assert_eq!(store.head().expect("head").as_ref(), h.events.last());
-    let stored: Vec<Event> = store
-        .events_from(Seq(1))
-        .collect::<Result<_, _>>()
-        .expect("events read back");
+    let stored: Vec<Event> =
+        store.events_from(Seq(1)).collect::<Result<_, _>>().expect("events read back");
     assert_eq!(stored, h.events);
     let raw = store.raw_event(Seq(2)).expect("raw").expect("event 2");
     assert_eq!(Event::decode(&raw).expect("decodes"), h.events[1]);
@@ -441,9 +420,7 @@ fn dirty_counts_the_events_it_records() {
     assert_eq!(h.dirty.events(), 3);
     assert!(!h.dirty.is_empty());
     h.append_pending();
-    h.store()
-        .save_checkpoint(&h.state, &h.dirty)
-        .expect("save_checkpoint");
+    h.store().save_checkpoint(&h.state, &h.dirty).expect("save_checkpoint");
     h.dirty = Dirty::default();
     assert!(h.dirty.is_empty());
     assert_eq!(Dirty::everything(&h.state).events(), 3);

@@ -32,20 +32,14 @@ impl Process {
                 }
             }
         });
-        Process {
-            child,
-            lines,
-            log: Vec::new(),
-        }
+        Process { child, lines, log: Vec::new() }
     }
 
     /// Reads log lines until one contains `needle`; the process exiting first fails the test.
     fn wait_for(&mut self, needle: &str) -> String {
         loop {
-            let line = self
-                .lines
-                .recv_timeout(std::time::Duration::from_secs(60))
-                .unwrap_or_else(|_| {
+            let line =
+                self.lines.recv_timeout(std::time::Duration::from_secs(60)).unwrap_or_else(|_| {
                     panic!("no log line with {needle:?}; log so far: {:#?}", self.log)
                 });
             self.log.push(line.clone());
@@ -77,17 +71,12 @@ async fn serve_generates_a_private_admin_token_and_never_logs_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut process = Process::spawn(
-        Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data),
+        Command::new(BIN).args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data),
     );
     let base = process.listening_base();
 
     let token_file = data.join("admin-token");
-    let token = std::fs::read_to_string(&token_file)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
     assert!(token.len() >= 64, "the admin token carries 256 bits");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
@@ -106,29 +95,32 @@ async fn serve_generates_a_private_admin_token_and_never_logs_it() {
     assert_eq!(created.status(), 201);
     let created: serde_json::Value = created.json().await.unwrap();
     let url = created["webhook_url"].as_str().unwrap();
-    assert!(
-        url.starts_with(&format!("{base}/v1/hooks/postman/whk_")),
-        "{url}"
-    );
+    assert!(url.starts_with(&format!("{base}/v1/hooks/postman/whk_")), "{url}");
+    // Deliveries, accepted and refused, and reads, so that the access log has lines to check.
+    let run = serde_json::json!({"monitor_uid": "m-1", "metrics": {"failedTests": 1, "errors": 0}});
+    let accepted = client.post(url).json(&run).send().await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let refused = client.post(url).body("{").send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    client.get(format!("{base}/v1/incidents")).bearer_auth(&token).send().await.unwrap();
+    process.wait_for("path=/v1/incidents status=200");
 
     let (status, log) = process.terminate();
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
     let log = log.join("\n");
-    assert!(
-        log.contains(&token_file.display().to_string()),
-        "the log says where the token is"
-    );
+    assert!(log.contains(&token_file.display().to_string()), "the log says where the token is");
     assert!(!log.contains(&token), "the log never shows the admin token");
+    assert!(!log.contains(created["token"].as_str().unwrap()), "nor a webhook token");
     assert!(
-        !log.contains(created["token"].as_str().unwrap()),
-        "nor a webhook token"
+        log.contains("method=POST path=/v1/hooks/postman/[redacted] status=202"),
+        "the access log shows deliveries with the token redacted:\n{log}"
     );
+    assert!(log.contains("path=/v1/hooks/postman/[redacted] status=400"), "{log}");
+    assert!(log.contains("incident transition"), "transitions are logged: {log}");
 
     // A second start reads the same token rather than making a new one.
     let mut again = Process::spawn(
-        Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data),
+        Command::new(BIN).args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(&data),
     );
     again.wait_for("admin token read from");
     again.listening_base();
@@ -159,10 +151,7 @@ async fn environment_variables_configure_serve() {
         .await
         .unwrap();
     let url = created["webhook_url"].as_str().unwrap();
-    assert!(
-        url.starts_with("https://incidents.example.com/v1/hooks/postman/whk_"),
-        "{url}"
-    );
+    assert!(url.starts_with("https://incidents.example.com/v1/hooks/postman/whk_"), "{url}");
     assert!(process.terminate().0.success());
 }
 
@@ -170,21 +159,12 @@ async fn environment_variables_configure_serve() {
 fn a_bad_public_url_fails_at_start_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(BIN)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--public-url",
-            "incidents.example.com",
-            "--data-dir",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--public-url", "incidents.example.com", "--data-dir"])
         .arg(dir.path())
         .env_remove("INCIDENTD_ADMIN_TOKEN")
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("invalid public URL \"incidents.example.com\""),
-        "{stderr}"
-    );
+    assert!(stderr.contains("invalid public URL \"incidents.example.com\""), "{stderr}");
 }

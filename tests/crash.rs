@@ -30,10 +30,7 @@ fn start(dir: &Path) -> (Child, String) {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let base = loop {
-        let line = lines
-            .next()
-            .expect("the binary logs before exiting")
-            .unwrap();
+        let line = lines.next().expect("the binary logs before exiting").unwrap();
         if let Some(at) = line.find("listening on http://") {
             break line[at + "listening on ".len()..].trim().to_owned();
         }
@@ -66,6 +63,99 @@ async fn all_events(client: &reqwest::Client, base: &str) -> BTreeMap<u64, Value
     }
 }
 
+/// 16 senders deliver to `url` until the server stops answering; once 150 deliveries were
+/// acknowledged, `stop` is called while the others are still in flight. Returns the (seq, event
+/// id) of every acknowledged delivery.
+async fn load_until_stopped(
+    client: &reqwest::Client,
+    url: &str,
+    round: usize,
+    stop: impl FnOnce(),
+) -> Vec<(u64, String)> {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let enough = Arc::new(Notify::new());
+    let senders: Vec<_> = (0..16)
+        .map(|sender| {
+            let (client, url, accepted, enough) =
+                (client.clone(), url.to_owned(), accepted.clone(), enough.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for n in 0u32.. {
+                    let body = run(&format!("r{round}-s{sender}"), n % 2, 0).to_string();
+                    let Ok(response) = client.post(&url).body(body).send().await else { break };
+                    if response.status() != 202 {
+                        break;
+                    }
+                    let Ok(receipt) = response.json::<Value>().await else { break };
+                    let seq = receipt["seq"].as_u64().unwrap();
+                    mine.push((seq, receipt["event_id"].as_str().unwrap().to_owned()));
+                    if accepted.fetch_add(1, Ordering::SeqCst) + 1 == 150 {
+                        enough.notify_one();
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    enough.notified().await;
+    stop();
+    let mut acknowledged = Vec::new();
+    for sender in senders {
+        acknowledged.extend(sender.await.unwrap());
+    }
+    acknowledged
+}
+
+/// SIGTERM under load: the server stops accepting, finishes what is in flight, checkpoints and
+/// exits 0; everything it acknowledged is in the log after a restart, and nothing is half-written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let (mut child, base) = start(dir.path());
+    let created: Value = client
+        .post(format!("{base}/v1/integrations"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"name": "graceful"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = created["webhook_url"].as_str().unwrap().to_owned();
+    let mut status = None;
+    let acknowledged = load_until_stopped(&client, &url, 0, || {
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        status = Some(child.wait().unwrap());
+    })
+    .await;
+    assert!(status.unwrap().success(), "SIGTERM exits 0: {status:?}");
+
+    let (mut child, base) = start(dir.path());
+    let events = all_events(&client, &base).await;
+    for (seq, event_id) in &acknowledged {
+        assert_eq!(
+            events.get(seq).and_then(|e| e["event_id"].as_str()),
+            Some(event_id.as_str()),
+            "event {seq}"
+        );
+    }
+    let verified: Value = client
+        .get(format!("{base}/v1/audit/verify"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verified["ok"], true, "{verified}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_delivery_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,7 +163,7 @@ async fn every_acknowledged_delivery_survives_sigkill() {
     let mut acknowledged: BTreeMap<u64, String> = BTreeMap::new();
     let mut webhook_token: Option<String> = None;
 
-    for round in 0..3 {
+    for round in 0..3usize {
         let (mut child, base) = start(dir.path());
         if webhook_token.is_none() {
             let created: Value = client
@@ -88,54 +178,14 @@ async fn every_acknowledged_delivery_survives_sigkill() {
                 .unwrap();
             webhook_token = Some(created["token"].as_str().unwrap().to_owned());
         }
-        let url = format!(
-            "{base}/v1/hooks/postman/{}",
-            webhook_token.as_ref().unwrap()
-        );
+        let url = format!("{base}/v1/hooks/postman/{}", webhook_token.as_ref().unwrap());
 
-        // 16 senders deliver until the process dies under them; the kill comes once 150
-        // deliveries of this round were acknowledged, while the others are still in flight.
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let enough = Arc::new(Notify::new());
-        let senders: Vec<_> = (0..16)
-            .map(|sender| {
-                let (client, url, accepted, enough) = (
-                    client.clone(),
-                    url.clone(),
-                    accepted.clone(),
-                    enough.clone(),
-                );
-                tokio::spawn(async move {
-                    let mut mine = Vec::new();
-                    for n in 0u32.. {
-                        let body = run(&format!("r{round}-s{sender}"), n % 2, 0).to_string();
-                        let Ok(response) = client.post(&url).body(body).send().await else {
-                            break;
-                        };
-                        if response.status() != 202 {
-                            break;
-                        }
-                        let Ok(receipt) = response.json::<Value>().await else {
-                            break;
-                        };
-                        mine.push((
-                            receipt["seq"].as_u64().unwrap(),
-                            receipt["event_id"].as_str().unwrap().to_owned(),
-                        ));
-                        if accepted.fetch_add(1, Ordering::SeqCst) + 1 == 150 {
-                            enough.notify_one();
-                        }
-                    }
-                    mine
-                })
-            })
-            .collect();
-        enough.notified().await;
-        child.kill().unwrap(); // SIGKILL: no shutdown, no checkpoint, no flush.
-        child.wait().unwrap();
-        for sender in senders {
-            acknowledged.extend(sender.await.unwrap());
-        }
+        let acked = load_until_stopped(&client, &url, round, || {
+            child.kill().unwrap(); // SIGKILL: no shutdown, no checkpoint, no flush.
+            child.wait().unwrap();
+        })
+        .await;
+        acknowledged.extend(acked);
 
         let (mut child, base) = start(dir.path());
         let events = all_events(&client, &base).await;

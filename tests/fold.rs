@@ -40,10 +40,7 @@ fn uid(s: &str) -> MonitorUid {
 }
 
 fn key(integ: u8, mon: &str) -> MonitorKey {
-    MonitorKey {
-        monitor_uid: uid(mon),
-        integration_id: integration_id(integ),
-    }
+    MonitorKey { monitor_uid: uid(mon), integration_id: integration_id(integ) }
 }
 
 fn payload(mon: &str, name: Option<&str>, failed: u32, errors: u32) -> Map<String, Value> {
@@ -114,16 +111,8 @@ impl Step {
                 name: format!("integration {i}"),
                 token_hash: token(i),
             },
-            Step::Revoke(i) => EventBody::IntegrationRevoked {
-                integration_id: integration_id(i),
-            },
-            Step::Run {
-                integ,
-                mon,
-                failed,
-                errors,
-                name,
-            } => EventBody::MonitorRunReported {
+            Step::Revoke(i) => EventBody::IntegrationRevoked { integration_id: integration_id(i) },
+            Step::Run { integ, mon, failed, errors, name } => EventBody::MonitorRunReported {
                 idempotency_key: None,
                 integration_id: integration_id(integ),
                 monitor_uid: uid(mon),
@@ -174,13 +163,7 @@ impl Log {
     /// The event that would come next, without adding it.
     fn seal(&self, body: EventBody) -> Event {
         let seq = self.next_seq();
-        Event::seal(
-            seq,
-            event_id(seq.0),
-            recorded_at(seq.0),
-            body,
-            self.prev_hash(),
-        )
+        Event::seal(seq, event_id(seq.0), recorded_at(seq.0), body, self.prev_hash())
     }
 
     fn push(&mut self, body: EventBody) -> &Event {
@@ -213,33 +196,15 @@ const fn revoke(i: u8) -> Step {
 }
 
 const fn fail(integ: u8, mon: &'static str) -> Step {
-    Step::Run {
-        integ,
-        mon,
-        failed: 2,
-        errors: 0,
-        name: None,
-    }
+    Step::Run { integ, mon, failed: 2, errors: 0, name: None }
 }
 
 const fn pass(integ: u8, mon: &'static str) -> Step {
-    Step::Run {
-        integ,
-        mon,
-        failed: 0,
-        errors: 0,
-        name: None,
-    }
+    Step::Run { integ, mon, failed: 0, errors: 0, name: None }
 }
 
 const fn run(integ: u8, mon: &'static str, failed: u32, errors: u32) -> Step {
-    Step::Run {
-        integ,
-        mon,
-        failed,
-        errors,
-        name: None,
-    }
+    Step::Run { integ, mon, failed, errors, name: None }
 }
 
 const fn ack(integ: u8, mon: &'static str, opened: u64) -> Step {
@@ -252,19 +217,9 @@ const fn note(integ: u8, mon: &'static str, opened: u64) -> Step {
 
 const fn named(step: Step, name: &'static str) -> Step {
     match step {
-        Step::Run {
-            integ,
-            mon,
-            failed,
-            errors,
-            ..
-        } => Step::Run {
-            integ,
-            mon,
-            failed,
-            errors,
-            name: Some(name),
-        },
+        Step::Run { integ, mon, failed, errors, .. } => {
+            Step::Run { integ, mon, failed, errors, name: Some(name) }
+        }
         other => other,
     }
 }
@@ -359,14 +314,7 @@ const fn mon(
     runs_seen: u64,
     open_incident: Option<char>,
 ) -> Mon {
-    Mon {
-        integ,
-        mon,
-        status,
-        runs_seen,
-        open_incident,
-        name: None,
-    }
+    Mon { integ, mon, status, runs_seen, open_incident, name: None }
 }
 
 struct Case {
@@ -379,11 +327,7 @@ struct Case {
 const CASES: &[Case] = &[
     Case {
         name: "passing run with no incident open changes nothing but the monitor",
-        steps: &[
-            (create(1), CREATED),
-            (pass(1, "m1"), NONE),
-            (pass(1, "m1"), NONE),
-        ],
+        steps: &[(create(1), CREATED), (pass(1, "m1"), NONE), (pass(1, "m1"), NONE)],
         incidents: &[],
         monitors: &[mon(1, "m1", PASSING, 2, None)],
     },
@@ -427,10 +371,7 @@ const CASES: &[Case] = &[
             (fail(1, "m1"), opened('B')),
             (fail(1, "m1"), ongoing('B')),
         ],
-        incidents: &[
-            resolved_inc('A', 1, 2, 3, &[2, 3]),
-            open_inc('B', 2, 5, &[5, 6]),
-        ],
+        incidents: &[resolved_inc('A', 1, 2, 3, &[2, 3]), open_inc('B', 2, 5, &[5, 6])],
         monitors: &[mon(1, "m1", FAILING, 5, Some('B'))],
     },
     Case {
@@ -454,14 +395,8 @@ const CASES: &[Case] = &[
             (fail(1, "m2"), ongoing('B')),
             (pass(1, "m1"), NONE),
         ],
-        incidents: &[
-            resolved_inc('A', 1, 2, 4, &[2, 4]),
-            open_inc('B', 2, 3, &[3, 5]),
-        ],
-        monitors: &[
-            mon(1, "m1", PASSING, 3, None),
-            mon(1, "m2", FAILING, 2, Some('B')),
-        ],
+        incidents: &[resolved_inc('A', 1, 2, 4, &[2, 4]), open_inc('B', 2, 3, &[3, 5])],
+        monitors: &[mon(1, "m1", PASSING, 3, None), mon(1, "m2", FAILING, 2, Some('B'))],
     },
     Case {
         name: "the same monitor uid on two integrations keeps separate incidents",
@@ -474,14 +409,8 @@ const CASES: &[Case] = &[
             (pass(2, "shared"), resolved('B')),
             (pass(2, "shared"), NONE),
         ],
-        incidents: &[
-            open_inc('A', 2, 3, &[3, 5]),
-            resolved_inc('B', 1, 4, 6, &[4, 6]),
-        ],
-        monitors: &[
-            mon(1, "shared", FAILING, 2, Some('A')),
-            mon(2, "shared", PASSING, 3, None),
-        ],
+        incidents: &[open_inc('A', 2, 3, &[3, 5]), resolved_inc('B', 1, 4, 6, &[4, 6])],
+        monitors: &[mon(1, "shared", FAILING, 2, Some('A')), mon(2, "shared", PASSING, 3, None)],
     },
     Case {
         name: "revoking an integration keeps its monitors and incidents as they were",
@@ -493,10 +422,7 @@ const CASES: &[Case] = &[
             (fail(2, "m1"), opened('B')),
         ],
         incidents: &[open_inc('A', 1, 3, &[3]), open_inc('B', 1, 5, &[5])],
-        monitors: &[
-            mon(1, "m1", FAILING, 1, Some('A')),
-            mon(2, "m1", FAILING, 1, Some('B')),
-        ],
+        monitors: &[mon(1, "m1", FAILING, 1, Some('A')), mon(2, "m1", FAILING, 1, Some('B'))],
     },
     Case {
         name: "monitor name follows the latest run that carries one",
@@ -508,14 +434,8 @@ const CASES: &[Case] = &[
             // A run without a name must not erase the name already known.
             (fail(1, "m1"), ongoing('A')),
         ],
-        incidents: &[Inc {
-            monitor_name: Some("third"),
-            ..open_inc('A', 3, 3, &[3, 4, 5])
-        }],
-        monitors: &[Mon {
-            name: Some("third"),
-            ..mon(1, "m1", FAILING, 4, Some('A'))
-        }],
+        incidents: &[Inc { monitor_name: Some("third"), ..open_inc('A', 3, 3, &[3, 4, 5]) }],
+        monitors: &[Mon { name: Some("third"), ..mon(1, "m1", FAILING, 4, Some('A')) }],
     },
     Case {
         name: "an incident opened by an unnamed first run takes the name of a later failing run",
@@ -524,14 +444,8 @@ const CASES: &[Case] = &[
             (fail(1, "m1"), opened('A')),
             (named(fail(1, "m1"), "late"), ongoing('A')),
         ],
-        incidents: &[Inc {
-            monitor_name: Some("late"),
-            ..open_inc('A', 2, 2, &[2, 3])
-        }],
-        monitors: &[Mon {
-            name: Some("late"),
-            ..mon(1, "m1", FAILING, 2, Some('A'))
-        }],
+        incidents: &[Inc { monitor_name: Some("late"), ..open_inc('A', 2, 2, &[2, 3]) }],
+        monitors: &[Mon { name: Some("late"), ..mon(1, "m1", FAILING, 2, Some('A')) }],
     },
     Case {
         name: "an acknowledged incident stays the monitor's open incident until a pass resolves it",
@@ -546,10 +460,7 @@ const CASES: &[Case] = &[
             (note(1, "m1", 2), action('A')),
             (fail(1, "m1"), opened('B')),
         ],
-        incidents: &[
-            resolved_inc('A', 2, 2, 6, &[2, 4, 6]),
-            open_inc('B', 1, 8, &[8]),
-        ],
+        incidents: &[resolved_inc('A', 2, 2, 6, &[2, 4, 6]), open_inc('B', 1, 8, &[8])],
         monitors: &[mon(1, "m1", FAILING, 4, Some('B'))],
     },
     Case {
@@ -565,15 +476,9 @@ const CASES: &[Case] = &[
         ],
         incidents: &[
             open_inc('A', 1, 3, &[3]),
-            Inc {
-                status: IncidentStatus::Acknowledged,
-                ..open_inc('B', 2, 4, &[4, 6])
-            },
+            Inc { status: IncidentStatus::Acknowledged, ..open_inc('B', 2, 4, &[4, 6]) },
         ],
-        monitors: &[
-            mon(1, "m1", FAILING, 1, Some('A')),
-            mon(2, "m1", FAILING, 2, Some('B')),
-        ],
+        monitors: &[mon(1, "m1", FAILING, 1, Some('A')), mon(2, "m1", FAILING, 2, Some('B'))],
     },
 ];
 
@@ -600,22 +505,14 @@ fn run_case(case: &Case) {
         match (*step, *expect, &applied.outcome) {
             (Step::Create(n), Expect::Created, Outcome::IntegrationCreated)
             | (Step::Revoke(n), Expect::Revoked, Outcome::IntegrationRevoked) => {
-                assert_eq!(
-                    applied.touched.integration,
-                    Some(integration_id(n)),
-                    "{ctx}"
-                );
+                assert_eq!(applied.touched.integration, Some(integration_id(n)), "{ctx}");
                 assert_eq!(applied.touched.monitor, None, "{ctx}");
                 assert_eq!(applied.touched.incident, None, "{ctx}");
             }
             (
                 Step::Run { integ, mon, .. },
                 Expect::Run(want_transition, want_letter),
-                Outcome::Run {
-                    verdict,
-                    transition,
-                    incident,
-                },
+                Outcome::Run { verdict, transition, incident },
             ) => {
                 let step_no = event.seq;
                 assert_eq!(*transition, want_transition, "{ctx}: step {step_no}");
@@ -673,11 +570,7 @@ fn run_case(case: &Case) {
             ) => {
                 let step_no = event.seq;
                 let (id, opened_seq) = letters[&letter];
-                assert_eq!(
-                    Seq(opened),
-                    opened_seq,
-                    "{ctx}: table names {letter} wrongly"
-                );
+                assert_eq!(Seq(opened), opened_seq, "{ctx}: table names {letter} wrongly");
                 if matches!(step, Step::Ack { .. }) {
                     status_of.insert(letter, IncidentStatus::Acknowledged);
                 }
@@ -692,58 +585,28 @@ fn run_case(case: &Case) {
     }
 
     // Final incidents: exactly the ones in the table, no more.
-    assert_eq!(
-        state.incidents().count(),
-        case.incidents.len(),
-        "{ctx}: incident count"
-    );
+    assert_eq!(state.incidents().count(), case.incidents.len(), "{ctx}: incident count");
     for want in case.incidents {
         let (id, opening) = letters[&want.letter];
-        let inc = state
-            .incident(id)
-            .unwrap_or_else(|| panic!("{ctx}: incident {} missing", want.letter));
+        let inc =
+            state.incident(id).unwrap_or_else(|| panic!("{ctx}: incident {} missing", want.letter));
         let l = want.letter;
         assert_eq!(inc.id, id, "{ctx}: {l}");
         assert_eq!(inc.status, want.status, "{ctx}: {l} status");
-        assert_eq!(
-            inc.status, status_of[&l],
-            "{ctx}: {l} table disagrees with its steps"
-        );
-        assert_eq!(
-            inc.failing_runs, want.failing_runs,
-            "{ctx}: {l} failing_runs"
-        );
-        assert_eq!(
-            inc.opened_seq,
-            Seq(want.opened_seq),
-            "{ctx}: {l} opened_seq"
-        );
-        assert_eq!(
-            inc.opened_seq, opening,
-            "{ctx}: {l} opened by its first step"
-        );
+        assert_eq!(inc.status, status_of[&l], "{ctx}: {l} table disagrees with its steps");
+        assert_eq!(inc.failing_runs, want.failing_runs, "{ctx}: {l} failing_runs");
+        assert_eq!(inc.opened_seq, Seq(want.opened_seq), "{ctx}: {l} opened_seq");
+        assert_eq!(inc.opened_seq, opening, "{ctx}: {l} opened by its first step");
         assert_eq!(inc.opened_at, recorded_at(want.opened_seq), "{ctx}: {l}");
         assert_eq!(inc.resolved_seq, want.resolved_seq.map(Seq), "{ctx}: {l}");
-        assert_eq!(
-            inc.resolved_at,
-            want.resolved_seq.map(recorded_at),
-            "{ctx}: {l}"
-        );
+        assert_eq!(inc.resolved_at, want.resolved_seq.map(recorded_at), "{ctx}: {l}");
         assert_eq!(inc.monitor_name.as_deref(), want.monitor_name, "{ctx}: {l}");
         let want_runs: Vec<Seq> = want.runs.iter().copied().map(Seq).collect();
-        assert_eq!(
-            state.incident_runs(inc),
-            want_runs,
-            "{ctx}: {l} incident_runs"
-        );
+        assert_eq!(state.incident_runs(inc), want_runs, "{ctx}: {l} incident_runs");
         // The metrics shown on an incident are those of the last run that belongs to it: the
         // resolving run once resolved, the latest failing run while open.
         let last = *want.runs.last().expect("an incident has runs") as usize;
-        assert_eq!(
-            inc.last_metrics,
-            case.steps[last - 1].0.metrics(),
-            "{ctx}: {l} last_metrics"
-        );
+        assert_eq!(inc.last_metrics, case.steps[last - 1].0.metrics(), "{ctx}: {l} last_metrics");
         // Human actions: every ack and note on this incident, in log order.
         let actions: Vec<Seq> = case
             .steps
@@ -759,49 +622,23 @@ fn run_case(case: &Case) {
             .position(|(s, _)| matches!(s, Step::Ack { opened, .. } if *opened == want.opened_seq))
             .map(|i| Seq(i as u64 + 1));
         assert_eq!(inc.acknowledged_seq, ack, "{ctx}: {l} acknowledged_seq");
-        assert_eq!(
-            inc.acknowledged_at,
-            ack.map(|s| recorded_at(s.0)),
-            "{ctx}: {l}"
-        );
-        assert_eq!(
-            inc.acknowledged_by.as_deref(),
-            ack.map(|_| "alice"),
-            "{ctx}: {l}"
-        );
+        assert_eq!(inc.acknowledged_at, ack.map(|s| recorded_at(s.0)), "{ctx}: {l}");
+        assert_eq!(inc.acknowledged_by.as_deref(), ack.map(|_| "alice"), "{ctx}: {l}");
         let mut timeline = want_runs.clone();
         timeline.extend(&actions);
         timeline.sort();
-        assert_eq!(
-            state.incident_events(inc),
-            timeline,
-            "{ctx}: {l} incident_events"
-        );
+        assert_eq!(state.incident_events(inc), timeline, "{ctx}: {l} incident_events");
         // Replaying the incident's own events must tell the same story the fold told.
-        let own: Vec<Event> = timeline
-            .iter()
-            .map(|s| log.events[s.0 as usize - 1].clone())
-            .collect();
+        let own: Vec<Event> =
+            timeline.iter().map(|s| log.events[s.0 as usize - 1].clone()).collect();
         let replay = incident_timeline(inc, &own);
         assert_eq!(replay.len(), own.len(), "{ctx}: {l} timeline length");
         for step in &replay {
             let seq = step.event.seq;
-            assert_eq!(
-                step.transition,
-                transitions.get(&seq).copied(),
-                "{ctx}: {l} at {seq}"
-            );
+            assert_eq!(step.transition, transitions.get(&seq).copied(), "{ctx}: {l} at {seq}");
         }
-        assert_eq!(
-            replay.last().map(|s| s.status_after),
-            Some(inc.status),
-            "{ctx}: {l}"
-        );
-        assert_eq!(
-            state.incident_opened_at(inc.opened_seq).map(|i| i.id),
-            Some(id),
-            "{ctx}: {l}"
-        );
+        assert_eq!(replay.last().map(|s| s.status_after), Some(inc.status), "{ctx}: {l}");
+        assert_eq!(state.incident_opened_at(inc.opened_seq).map(|i| i.id), Some(id), "{ctx}: {l}");
         // The incident belongs to the monitor of the run that opened it.
         let Step::Run { integ, mon, .. } = case.steps[want.opened_seq as usize - 1].0 else {
             panic!("{ctx}: {l} opened by a step that is not a run");
@@ -810,16 +647,10 @@ fn run_case(case: &Case) {
     }
 
     // Final monitors: exactly the ones in the table, no more.
-    assert_eq!(
-        state.monitors().count(),
-        case.monitors.len(),
-        "{ctx}: monitor count"
-    );
+    assert_eq!(state.monitors().count(), case.monitors.len(), "{ctx}: monitor count");
     for want in case.monitors {
         let k = key(want.integ, want.mon);
-        let m = state
-            .monitor(&k)
-            .unwrap_or_else(|| panic!("{ctx}: monitor {k:?} missing"));
+        let m = state.monitor(&k).unwrap_or_else(|| panic!("{ctx}: monitor {k:?} missing"));
         let run_seqs: Vec<Seq> = case
             .steps
             .iter()
@@ -848,10 +679,7 @@ fn run_case(case: &Case) {
     // Integrations: active ones resolve by token, revoked ones do not.
     for step in case.steps.iter().map(|(s, _)| *s) {
         if let Step::Create(n) = step {
-            let revoked = case
-                .steps
-                .iter()
-                .any(|(s, _)| matches!(s, Step::Revoke(r) if *r == n));
+            let revoked = case.steps.iter().any(|(s, _)| matches!(s, Step::Revoke(r) if *r == n));
             let integ = state.integration(integration_id(n)).expect("created");
             assert_eq!(integ.is_active(), !revoked, "{ctx}: integration {n}");
             assert_eq!(
@@ -901,14 +729,8 @@ fn incident_id_depends_only_on_the_opening_event() {
 // ---------------------------------------------------------------------------------------------
 
 enum Want {
-    OutOfOrder {
-        expected: u64,
-        got: u64,
-    },
-    Inconsistent {
-        seq: u64,
-        reason_contains: &'static str,
-    },
+    OutOfOrder { expected: u64, got: u64 },
+    Inconsistent { seq: u64, reason_contains: &'static str },
 }
 
 const fn out_of_order(expected: u64, got: u64) -> Want {
@@ -916,10 +738,7 @@ const fn out_of_order(expected: u64, got: u64) -> Want {
 }
 
 const fn inconsistent(seq: u64, reason_contains: &'static str) -> Want {
-    Want::Inconsistent {
-        seq,
-        reason_contains,
-    }
+    Want::Inconsistent { seq, reason_contains }
 }
 
 #[test]
@@ -1077,27 +896,16 @@ fn refusals() {
         }
         let mut state = fold(&log.events);
         let before = state.clone();
-        let err = state
-            .apply(&bad(&log))
-            .expect_err(&format!("{name}: should be refused"));
+        let err = state.apply(&bad(&log)).expect_err(&format!("{name}: should be refused"));
         match (want, &err) {
             (Want::OutOfOrder { expected, got }, FoldError::OutOfOrder { .. }) => assert_eq!(
                 err,
-                FoldError::OutOfOrder {
-                    expected: Seq(expected),
-                    got: Seq(got)
-                },
+                FoldError::OutOfOrder { expected: Seq(expected), got: Seq(got) },
                 "{name}"
             ),
             (
-                Want::Inconsistent {
-                    seq,
-                    reason_contains,
-                },
-                FoldError::Inconsistent {
-                    seq: got_seq,
-                    reason,
-                },
+                Want::Inconsistent { seq, reason_contains },
+                FoldError::Inconsistent { seq: got_seq, reason },
             ) => {
                 assert_eq!(*got_seq, Seq(seq), "{name}");
                 assert!(
@@ -1191,12 +999,7 @@ fn history(ops: &[Op]) -> Vec<Step> {
         }
         let seq = steps.len() as u64 + 1;
         match *op {
-            Op::Run {
-                integ,
-                mon,
-                failed,
-                errors,
-            } => {
+            Op::Run { integ, mon, failed, errors } => {
                 let failing = failed > 0 || errors > 0;
                 if failing && !open.contains_key(&(integ, mon)) {
                     open.insert((integ, mon), (seq, false));

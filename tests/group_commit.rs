@@ -13,11 +13,7 @@ use incidentd::engine::{Engine, EngineOptions};
 async fn concurrent_appends_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineOptions::default()).unwrap();
-    let token = engine
-        .create_integration("group commit")
-        .await
-        .unwrap()
-        .token;
+    let token = engine.create_integration("group commit").await.unwrap().token;
     let before = engine.stats();
 
     // join_all polls every future once before any of them waits, so all commands are queued
@@ -72,24 +68,15 @@ async fn sixty_four_http_senders_get_gap_free_seqs() {
         async move {
             let mut seqs = Vec::new();
             for n in 0..10 {
-                let receipt = server
-                    .deliver_run(url, &run(&format!("m-{sender}"), n % 2, 0))
-                    .await;
+                let receipt = server.deliver_run(url, &run(&format!("m-{sender}"), n % 2, 0)).await;
                 seqs.push(receipt["seq"].as_u64().unwrap());
             }
             seqs
         }
     });
-    let seqs: BTreeSet<u64> = futures_util::future::join_all(senders)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    assert_eq!(
-        seqs,
-        (2..=641).collect(),
-        "640 deliveries, seqs 2..=641 without gaps"
-    );
+    let seqs: BTreeSet<u64> =
+        futures_util::future::join_all(senders).await.into_iter().flatten().collect();
+    assert_eq!(seqs, (2..=641).collect(), "640 deliveries, seqs 2..=641 without gaps");
     let stats = server.running.engine.stats();
     assert!(stats.syncs < stats.events_appended, "{stats:?}");
     server.stop().await;

@@ -21,10 +21,8 @@ async fn get_text(server: &TestServer, path: &str, accept: &str) -> (StatusCode,
         .await
         .unwrap();
     let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
     if accept.contains("ndjson") && status == StatusCode::OK {
         assert_eq!(content_type.as_deref(), Some("application/x-ndjson"));
     }
@@ -47,72 +45,41 @@ async fn acknowledgements_and_notes_make_the_timeline() {
     let ack_path = format!("/v1/incidents/{id}/acknowledge");
     let notes_path = format!("/v1/incidents/{id}/notes");
 
-    let (status, error) = server
-        .post_admin(&ack_path, json!({"note": "no actor"}))
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "`by` is required: {error}"
-    );
+    let (status, error) = server.post_admin(&ack_path, json!({"note": "no actor"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "`by` is required: {error}");
     let (status, error) = server.post_admin(&ack_path, json!({"by": " "})).await;
     assert_eq!(
         (status, error["error"]["code"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_field"))
     );
 
-    let (status, acked) = server
-        .post_admin(&ack_path, json!({"by": "alice", "note": "looking"}))
-        .await;
+    let (status, acked) =
+        server.post_admin(&ack_path, json!({"by": "alice", "note": "looking"})).await;
     assert_eq!(status, StatusCode::OK, "{acked}");
     insta::assert_json_snapshot!("history_acknowledged", redact(&acked));
     assert_eq!(acked["incident"]["status"], "acknowledged");
 
     let (status, again) = server.post_admin(&ack_path, json!({"by": "bob"})).await;
-    assert_eq!(
-        (status, again["error"]["code"].as_str()),
-        (StatusCode::CONFLICT, Some("conflict"))
-    );
-    assert!(again["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("already acknowledged by alice"));
+    assert_eq!((status, again["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+    assert!(again["error"]["message"].as_str().unwrap().contains("already acknowledged by alice"));
 
     // A failing run keeps the acknowledgement; the passing one resolves.
     let ongoing = server.deliver_run(url, &run(MONITOR, 1, 0)).await;
     assert_eq!(
-        (
-            ongoing["transition"].as_str(),
-            ongoing["incident"]["status"].as_str()
-        ),
+        (ongoing["transition"].as_str(), ongoing["incident"]["status"].as_str()),
         (Some("ongoing"), Some("acknowledged"))
     );
     let (status, noted) = server
-        .post_admin(
-            &notes_path,
-            json!({"by": "bob", "text": "DNS flapping\nupstream"}),
-        )
+        .post_admin(&notes_path, json!({"by": "bob", "text": "DNS flapping\nupstream"}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{noted}");
     server.deliver_run(url, &run(MONITOR, 0, 0)).await;
 
     let (status, late) = server.post_admin(&ack_path, json!({"by": "carol"})).await;
-    assert_eq!(
-        status,
-        StatusCode::CONFLICT,
-        "a resolved incident cannot be acknowledged: {late}"
-    );
-    let (status, _) = server
-        .post_admin(
-            &notes_path,
-            json!({"by": "carol", "text": "post-mortem filed"}),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::CREATED,
-        "notes are welcome after resolution"
-    );
+    assert_eq!(status, StatusCode::CONFLICT, "a resolved incident cannot be acknowledged: {late}");
+    let (status, _) =
+        server.post_admin(&notes_path, json!({"by": "carol", "text": "post-mortem filed"})).await;
+    assert_eq!(status, StatusCode::CREATED, "notes are welcome after resolution");
 
     let (status, missing) = server
         .post_admin(
@@ -132,11 +99,7 @@ async fn acknowledgements_and_notes_make_the_timeline() {
         .unwrap()
         .iter()
         .map(|e| {
-            (
-                e["kind"].as_str().unwrap(),
-                e["actor"].as_str(),
-                e["status_after"].as_str().unwrap(),
-            )
+            (e["kind"].as_str().unwrap(), e["actor"].as_str(), e["status_after"].as_str().unwrap())
         })
         .collect();
     assert_eq!(
@@ -166,14 +129,9 @@ async fn monitor_history_pages_runs_and_their_incidents() {
     let created = server.create_integration("history").await;
     let url = created["webhook_url"].as_str().unwrap();
     let mut receipts = Vec::new();
-    for (failed, monitor) in [
-        (1, MONITOR),
-        (0, OTHER),
-        (1, MONITOR),
-        (0, MONITOR),
-        (0, MONITOR),
-        (2, MONITOR),
-    ] {
+    for (failed, monitor) in
+        [(1, MONITOR), (0, OTHER), (1, MONITOR), (0, MONITOR), (0, MONITOR), (2, MONITOR)]
+    {
         receipts.push(server.deliver_run(url, &run(monitor, failed, 0)).await);
     }
     let mut seqs = Vec::new();
@@ -204,44 +162,19 @@ async fn monitor_history_pages_runs_and_their_incidents() {
     let second = &receipts[5]["incident"]["id"];
     assert_eq!(
         incidents_seen,
-        [
-            second.clone(),
-            Value::Null,
-            first.clone(),
-            first.clone(),
-            first.clone()
-        ]
+        [second.clone(), Value::Null, first.clone(), first.clone(), first.clone()]
     );
 
     // Times follow log order, so `from` at the fourth run's time keeps the runs from it on.
-    let event = server
-        .running
-        .engine
-        .event(incidentd::domain::Seq(5))
-        .unwrap()
-        .unwrap();
-    let from = event
-        .recorded_at
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let (_, page) = server
-        .get(&format!("/v1/monitors/{MONITOR}/history?from={from}"))
-        .await;
-    let got: Vec<u64> = page["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["seq"].as_u64().unwrap())
-        .collect();
+    let event = server.running.engine.event(incidentd::domain::Seq(5)).unwrap().unwrap();
+    let from = event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (_, page) = server.get(&format!("/v1/monitors/{MONITOR}/history?from={from}")).await;
+    let got: Vec<u64> =
+        page["runs"].as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert_eq!(got, [7, 6, 5]);
-    let (_, page) = server
-        .get(&format!("/v1/monitors/{MONITOR}/history?to={from}"))
-        .await;
-    let got: Vec<u64> = page["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["seq"].as_u64().unwrap())
-        .collect();
+    let (_, page) = server.get(&format!("/v1/monitors/{MONITOR}/history?to={from}")).await;
+    let got: Vec<u64> =
+        page["runs"].as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert_eq!(got, [5, 4, 2]);
     server.stop().await;
 }
@@ -258,43 +191,21 @@ async fn the_log_pages_filters_and_exports() {
     let opened = server.deliver_run(url, &run(MONITOR, 1, 0)).await;
     server.deliver_run(url, &run(OTHER, 0, 0)).await;
     let id = opened["incident"]["id"].as_str().unwrap();
-    server
-        .post_admin(
-            &format!("/v1/incidents/{id}/acknowledge"),
-            json!({"by": "alice"}),
-        )
-        .await;
+    server.post_admin(&format!("/v1/incidents/{id}/acknowledge"), json!({"by": "alice"})).await;
     server.deliver_run(url, &run(MONITOR, 0, 0)).await;
 
     let (_, page) = server.get("/v1/events?limit=2").await;
-    let seqs: Vec<u64> = page["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let seqs: Vec<u64> =
+        page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!((seqs, page["next_after"].as_u64()), (vec![1, 2], Some(2)));
     let (_, rest) = server.get("/v1/events?after=2").await;
     assert_eq!(rest["events"].as_array().unwrap().len(), 3);
     assert!(rest["next_after"].is_null());
 
-    let (_, mine) = server
-        .get(&format!("/v1/events?monitor_uid={MONITOR}"))
-        .await;
-    let kinds: Vec<&str> = mine["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            "monitor_run_reported",
-            "incident_acknowledged",
-            "monitor_run_reported"
-        ]
-    );
+    let (_, mine) = server.get(&format!("/v1/events?monitor_uid={MONITOR}")).await;
+    let kinds: Vec<&str> =
+        mine["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["monitor_run_reported", "incident_acknowledged", "monitor_run_reported"]);
     let (_, acks) = server.get("/v1/events?kind=incident_acknowledged").await;
     assert_eq!(acks["events"].as_array().unwrap().len(), 1);
     let (status, bad) = server.get("/v1/events?kind=everything").await;
@@ -305,10 +216,7 @@ async fn the_log_pages_filters_and_exports() {
 
     let (status, ndjson) = get_text(&server, "/v1/events", "application/x-ndjson").await;
     assert_eq!(status, StatusCode::OK);
-    let lines: Vec<Value> = ndjson
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 5);
     let (_, json_page) = server.get("/v1/events").await;
     assert_eq!(
@@ -327,11 +235,7 @@ async fn the_log_pages_filters_and_exports() {
     .await;
     let seqs: Vec<u64> = filtered
         .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [4, 5]);
     server.stop().await;
@@ -356,37 +260,19 @@ async fn time_travel_shows_the_past() {
     let (_, now) = server.get("/v1/state?at_seq=3").await;
     assert_eq!(now["incidents"][0]["status"], "resolved");
     let (_, live) = server.get("/v1/incidents").await;
-    assert_eq!(
-        now["incidents"], live["incidents"],
-        "same shapes as the live API"
-    );
+    assert_eq!(now["incidents"], live["incidents"], "same shapes as the live API");
 
-    let second = server
-        .running
-        .engine
-        .event(incidentd::domain::Seq(2))
-        .unwrap()
-        .unwrap();
-    let as_of = second
-        .recorded_at
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let second = server.running.engine.event(incidentd::domain::Seq(2)).unwrap().unwrap();
+    let as_of = second.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let (_, then) = server.get(&format!("/v1/state?as_of={as_of}")).await;
     assert_eq!(then["at_seq"], 2);
     let (_, before_all) = server.get("/v1/state?as_of=2000-01-01T00:00:00Z").await;
     assert_eq!(
-        (
-            before_all["at_seq"].as_u64(),
-            before_all["incidents"].as_array().map(Vec::len)
-        ),
+        (before_all["at_seq"].as_u64(), before_all["incidents"].as_array().map(Vec::len)),
         (Some(0), Some(0))
     );
 
-    for bad in [
-        "",
-        "?at_seq=99",
-        "?at_seq=1&as_of=2000-01-01T00:00:00Z",
-        "?as_of=yesterday",
-    ] {
+    for bad in ["", "?at_seq=99", "?at_seq=1&as_of=2000-01-01T00:00:00Z", "?as_of=yesterday"] {
         let (status, body) = server.get(&format!("/v1/state{bad}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
@@ -402,18 +288,14 @@ async fn online_replay_and_verify() {
     let created = server.create_integration("replay").await;
     let url = created["webhook_url"].as_str().unwrap().to_owned();
     for n in 0..30 {
-        server
-            .deliver_run(&url, &run(&format!("m{}", n % 4), n % 3, 0))
-            .await;
+        server.deliver_run(&url, &run(&format!("m{}", n % 4), n % 3, 0)).await;
     }
     let (_, before) = server.get("/v1/incidents?limit=500").await;
 
     // Deliveries keep going while replays run.
     let senders = async {
         for n in 0..40 {
-            server
-                .deliver_run(&url, &run(&format!("m{}", n % 5), n % 2, 0))
-                .await;
+            server.deliver_run(&url, &run(&format!("m{}", n % 5), n % 2, 0)).await;
         }
     };
     let replays = async {
@@ -440,16 +322,8 @@ async fn online_replay_and_verify() {
     assert_eq!(verified["ok"], true, "{verified}");
     assert_eq!(verified["events"], 71);
     assert_eq!(verified["head_seq"], 71);
-    let head = server
-        .running
-        .engine
-        .event(incidentd::domain::Seq(71))
-        .unwrap()
-        .unwrap();
+    let head = server.running.engine.event(incidentd::domain::Seq(71)).unwrap().unwrap();
     assert_eq!(verified["head_hash"], head.hash.to_hex());
-    assert_eq!(
-        verified["projection_digest"],
-        server.running.engine.state().digest().to_hex()
-    );
+    assert_eq!(verified["projection_digest"], server.running.engine.state().digest().to_hex());
     server.stop().await;
 }

@@ -20,20 +20,10 @@ use uuid::Uuid;
 /// every generated step means something.
 #[derive(Debug, Clone)]
 enum Op {
-    Run {
-        integration: usize,
-        monitor: u8,
-        failing: bool,
-    },
-    Acknowledge {
-        incident: usize,
-    },
-    Note {
-        incident: usize,
-    },
-    Revoke {
-        integration: usize,
-    },
+    Run { integration: usize, monitor: u8, failing: bool },
+    Acknowledge { incident: usize },
+    Note { incident: usize },
+    Revoke { integration: usize },
     Restart,
 }
 
@@ -83,20 +73,14 @@ fn pure_history(ops: &[Op]) -> (Vec<Event>, State) {
     let append = |state: &mut State, events: &mut Vec<Event>, body: EventBody| {
         let seq = Seq(events.len() as u64 + 1);
         let prev = events.last().map_or(Digest256::GENESIS, |e| e.hash);
-        let event = Event::seal(
-            seq,
-            EventId(Uuid::from_u128(seq.0 as u128)),
-            time(seq.0),
-            body,
-            prev,
-        );
+        let event =
+            Event::seal(seq, EventId(Uuid::from_u128(seq.0 as u128)), time(seq.0), body, prev);
         state.apply(&event).expect("a valid history folds");
         events.push(event);
         check_invariants(state);
     };
-    let integrations: Vec<IntegrationId> = (0..3)
-        .map(|n| IntegrationId(Uuid::from_u128(1000 + n)))
-        .collect();
+    let integrations: Vec<IntegrationId> =
+        (0..3).map(|n| IntegrationId(Uuid::from_u128(1000 + n))).collect();
     for (n, id) in integrations.iter().enumerate() {
         let body = EventBody::IntegrationCreated {
             integration_id: *id,
@@ -110,11 +94,7 @@ fn pure_history(ops: &[Op]) -> (Vec<Event>, State) {
             state.incidents().map(|i| (i.id, i.status)).collect();
         let target = |pick: usize| incidents.get(pick % incidents.len().max(1)).copied();
         let body = match *op {
-            Op::Run {
-                integration,
-                monitor,
-                failing,
-            } => {
+            Op::Run { integration, monitor, failing } => {
                 let id = integrations[integration];
                 if !state.integration(id).unwrap().is_active() {
                     continue;
@@ -191,14 +171,9 @@ proptest! {
 
 /// Plays `ops` against a real engine (restarting it where asked) and returns the data dir.
 async fn play(dir: &std::path::Path, ops: &[Op]) {
-    let mut engine = Engine::open(
-        dir,
-        EngineOptions {
-            checkpoint_every: 7,
-            ..EngineOptions::default()
-        },
-    )
-    .unwrap();
+    let mut engine =
+        Engine::open(dir, EngineOptions { checkpoint_every: 7, ..EngineOptions::default() })
+            .unwrap();
     let mut tokens = Vec::new();
     let mut ids = Vec::new();
     for n in 0..3 {
@@ -210,19 +185,11 @@ async fn play(dir: &std::path::Path, ops: &[Op]) {
         let incidents: Vec<IncidentId> = engine.state().incidents().map(|i| i.id).collect();
         let target = |pick: usize| incidents.get(pick % incidents.len().max(1)).copied();
         match *op {
-            Op::Run {
-                integration,
-                monitor,
-                failing,
-            } => {
+            Op::Run { integration, monitor, failing } => {
                 let body = run(&format!("mon-{monitor}"), u32::from(failing), 0).to_string();
                 // Runs on a revoked integration are refused; that is part of the history too.
                 let _ = engine
-                    .ingest(
-                        &tokens[integration],
-                        parse_run(body.as_bytes()).unwrap(),
-                        None,
-                    )
+                    .ingest(&tokens[integration], parse_run(body.as_bytes()).unwrap(), None)
                     .await;
             }
             Op::Acknowledge { incident } => {
@@ -243,10 +210,7 @@ async fn play(dir: &std::path::Path, ops: &[Op]) {
                 drop(engine);
                 engine = Engine::open(
                     dir,
-                    EngineOptions {
-                        checkpoint_every: 7,
-                        ..EngineOptions::default()
-                    },
+                    EngineOptions { checkpoint_every: 7, ..EngineOptions::default() },
                 )
                 .unwrap();
             }
@@ -255,14 +219,8 @@ async fn play(dir: &std::path::Path, ops: &[Op]) {
     }
     let live = engine.state().clone();
     let head = live.applied();
-    assert_eq!(
-        engine.state_at(head).unwrap(),
-        live,
-        "live state == refold of the log"
-    );
-    let events = engine
-        .events_after(Seq::ZERO, usize::MAX, |_| true)
-        .unwrap();
+    assert_eq!(engine.state_at(head).unwrap(), live, "live state == refold of the log");
+    let events = engine.events_after(Seq::ZERO, usize::MAX, |_| true).unwrap();
     let mut folded = State::default();
     for (n, event) in events.iter().enumerate() {
         folded.apply(event).unwrap();
@@ -280,11 +238,7 @@ async fn play(dir: &std::path::Path, ops: &[Op]) {
     drop(engine);
     let offline = audit::replay_offline(dir, &StoreOptions::default()).unwrap();
     assert!(offline.identical, "offline replay: {offline:?}");
-    assert_eq!(
-        offline.digest_after,
-        live.digest(),
-        "offline replay == live state"
-    );
+    assert_eq!(offline.digest_after, live.digest(), "offline replay == live state");
     let reopened = Engine::open(dir, EngineOptions::default()).unwrap();
     assert_eq!(*reopened.state(), live, "a restart reads the same state");
 }

@@ -18,9 +18,7 @@ enum Caller {
 }
 
 fn caller(req: &HttpRequest) -> Option<Caller> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .expect("AppState is registered");
+    let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered");
     let token = req
         .headers()
         .get(header::AUTHORIZATION)

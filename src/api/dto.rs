@@ -98,10 +98,7 @@ pub struct IncidentRefDto {
 
 impl From<IncidentRef> for IncidentRefDto {
     fn from(r: IncidentRef) -> Self {
-        IncidentRefDto {
-            id: r.id,
-            status: r.status,
-        }
+        IncidentRefDto { id: r.id, status: r.status }
     }
 }
 
@@ -313,10 +310,7 @@ impl From<&State> for StateDto {
             at_seq: state.applied(),
             integrations: state.integrations().map(IntegrationDto::from).collect(),
             monitors: state.monitors().map(MonitorDto::from).collect(),
-            incidents: state
-                .incidents_newest_first(None)
-                .map(IncidentDto::from)
-                .collect(),
+            incidents: state.incidents_newest_first(None).map(IncidentDto::from).collect(),
         }
     }
 }

@@ -19,12 +19,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
+        ApiError { status, code, message: message.into(), retry_after: None }
     }
 
     pub fn unauthorized() -> ApiError {
@@ -55,20 +50,12 @@ impl ApiError {
     }
 
     pub fn not_found(what: impl std::fmt::Display) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 
     /// Unknown and revoked webhook tokens get the same answer, so that a probe learns nothing.
     pub fn unknown_webhook() -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no active webhook at this URL",
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no active webhook at this URL")
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -88,11 +75,7 @@ impl ApiError {
     }
 
     fn internal(code: &'static str, status: StatusCode) -> ApiError {
-        ApiError::new(
-            status,
-            code,
-            "the server could not complete the request; see its log",
-        )
+        ApiError::new(status, code, "the server could not complete the request; see its log")
     }
 }
 
@@ -109,13 +92,7 @@ struct Inner<'a> {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
     }
 }
 
@@ -134,12 +111,7 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
-        response.json(Body {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
-            },
-        })
+        response.json(Body { error: Inner { code: self.code, message: &self.message } })
     }
 }
 
@@ -165,11 +137,9 @@ impl From<EngineError> for ApiError {
             EngineError::IdempotencyKeyReused(_) => {
                 ApiError::unprocessable("idempotency_key_reused", e.to_string())
             }
-            EngineError::TooLarge { .. } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                e.to_string(),
-            ),
+            EngineError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
+            }
             EngineError::Storage(_) | EngineError::Corrupt(_) => {
                 tracing::error!(error = %e, "request failed in storage");
                 ApiError::internal("storage_error", StatusCode::INTERNAL_SERVER_ERROR)

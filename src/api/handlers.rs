@@ -91,18 +91,12 @@ pub async fn create_integration(
 }
 
 pub async fn list_integrations(_: Admin, state: Data) -> HttpResponse {
-    let integrations = state
-        .engine
-        .state()
-        .integrations()
-        .map(IntegrationDto::from)
-        .collect();
+    let integrations = state.engine.state().integrations().map(IntegrationDto::from).collect();
     HttpResponse::Ok().json(IntegrationList { integrations })
 }
 
 fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::not_found(format!("{what} {raw}")))
+    raw.parse().map_err(|_| ApiError::not_found(format!("{what} {raw}")))
 }
 
 pub async fn revoke_integration(
@@ -128,29 +122,15 @@ pub async fn ingest(
         return Err(ApiError::unknown_webhook());
     };
     let mut body_bytes = 0;
-    let result = accept_delivery(
-        &state,
-        &request,
-        &token,
-        integration_id,
-        payload,
-        &mut body_bytes,
-    )
-    .await;
+    let result =
+        accept_delivery(&state, &request, &token, integration_id, payload, &mut body_bytes).await;
     let (status, error_code, seq) = match &result {
         Ok(receipt) => (StatusCode::ACCEPTED.as_u16(), None, Some(receipt.seq)),
         Err(e) => (e.status.as_u16(), Some(e.code), None),
     };
-    state.deliveries.record(
-        integration_id,
-        Delivery {
-            at: Utc::now(),
-            status,
-            error_code,
-            body_bytes,
-            seq,
-        },
-    );
+    state
+        .deliveries
+        .record(integration_id, Delivery { at: Utc::now(), status, error_code, body_bytes, seq });
     Ok(HttpResponse::Accepted().json(IngestResponse::from(result?)))
 }
 
@@ -186,14 +166,10 @@ async fn accept_delivery(
     let body = read_body(payload, state.body_limit).await?;
     *body_bytes = body.len();
     let run = parse_run(&body)?;
-    state
-        .engine
-        .ingest(token, run, key)
-        .await
-        .map_err(|e| match e {
-            EngineError::NotFound(_) => ApiError::unknown_webhook(),
-            other => other.into(),
-        })
+    state.engine.ingest(token, run, key).await.map_err(|e| match e {
+        EngineError::NotFound(_) => ApiError::unknown_webhook(),
+        other => other.into(),
+    })
 }
 
 pub async fn deliveries(
@@ -238,19 +214,12 @@ pub async fn create_token(
     let body = read_body(payload, state.body_limit).await?;
     let request: CreateToken = json_body(&body)?;
     let (api_token, token) = state.engine.create_api_token(&request.name).await?;
-    Ok(HttpResponse::Created().json(CreatedTokenDto {
-        token,
-        api_token: ApiTokenDto::from(&api_token),
-    }))
+    Ok(HttpResponse::Created()
+        .json(CreatedTokenDto { token, api_token: ApiTokenDto::from(&api_token) }))
 }
 
 pub async fn list_tokens(_: Admin, state: Data) -> HttpResponse {
-    let tokens = state
-        .engine
-        .state()
-        .api_tokens()
-        .map(ApiTokenDto::from)
-        .collect::<Vec<_>>();
+    let tokens = state.engine.state().api_tokens().map(ApiTokenDto::from).collect::<Vec<_>>();
     HttpResponse::Ok().json(serde_json::json!({ "tokens": tokens }))
 }
 
@@ -281,16 +250,9 @@ fn encode_cursor(seq: Seq) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<Seq, ApiError> {
-    cursor
-        .strip_prefix('i')
-        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        .map(Seq)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                "`cursor` is not a cursor this API returned",
-            )
-        })
+    cursor.strip_prefix('i').and_then(|hex| u64::from_str_radix(hex, 16).ok()).map(Seq).ok_or_else(
+        || ApiError::bad_request("invalid_cursor", "`cursor` is not a cursor this API returned"),
+    )
 }
 
 fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
@@ -313,24 +275,15 @@ pub async fn list_incidents(
     let projection = state.engine.state();
     let mut matching = projection.incidents_newest_first(before).filter(|i| {
         query.status.is_none_or(|s| s == i.status)
-            && query
-                .monitor_uid
-                .as_deref()
-                .is_none_or(|u| u == i.monitor_uid.as_str())
+            && query.monitor_uid.as_deref().is_none_or(|u| u == i.monitor_uid.as_str())
     });
-    let incidents: Vec<IncidentDto> = matching
-        .by_ref()
-        .take(limit)
-        .map(IncidentDto::from)
-        .collect();
+    let incidents: Vec<IncidentDto> =
+        matching.by_ref().take(limit).map(IncidentDto::from).collect();
     let next_cursor = match (incidents.last(), matching.next()) {
         (Some(last), Some(_)) => Some(encode_cursor(last.opened_seq)),
         _ => None,
     };
-    Ok(HttpResponse::Ok().json(IncidentList {
-        incidents,
-        next_cursor,
-    }))
+    Ok(HttpResponse::Ok().json(IncidentList { incidents, next_cursor }))
 }
 
 pub async fn get_incident(
@@ -341,19 +294,14 @@ pub async fn get_incident(
     let id: IncidentId = parse_id(&path, "incident")?;
     let engine = state.engine.clone();
     // Reading a long timeline from the log is blocking I/O: keep it off the async workers.
-    let found = web::block(move || engine.incident_with_events(id))
-        .await
-        .map_err(blocking)??;
+    let found = web::block(move || engine.incident_with_events(id)).await.map_err(blocking)??;
     let (incident, events) = found.ok_or_else(|| ApiError::not_found(format!("incident {id}")))?;
     let timeline = incident_timeline(&incident, &events)
         .iter()
         .map(TimelineEntry::try_from)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::from(EngineError::Corrupt(format!("stored payload: {e}"))))?;
-    Ok(HttpResponse::Ok().json(IncidentDetail {
-        incident: IncidentDto::from(&incident),
-        timeline,
-    }))
+    Ok(HttpResponse::Ok().json(IncidentDetail { incident: IncidentDto::from(&incident), timeline }))
 }
 
 /// A blocking task that could not finish (the runtime is shutting down).
@@ -376,10 +324,7 @@ pub async fn acknowledge(
     let id: IncidentId = parse_id(&path, "incident")?;
     let body = read_body(payload, state.body_limit).await?;
     let request: Acknowledge = json_body(&body)?;
-    let receipt = state
-        .engine
-        .acknowledge(id, &request.by, request.note.as_deref())
-        .await?;
+    let receipt = state.engine.acknowledge(id, &request.by, request.note.as_deref()).await?;
     Ok(HttpResponse::Ok().json(ActionResponse::from(receipt)))
 }
 
@@ -398,10 +343,7 @@ pub async fn add_note(
     let id: IncidentId = parse_id(&path, "incident")?;
     let body = read_body(payload, state.body_limit).await?;
     let request: AddNote = json_body(&body)?;
-    let receipt = state
-        .engine
-        .add_note(id, &request.by, &request.text)
-        .await?;
+    let receipt = state.engine.add_note(id, &request.by, &request.text).await?;
     Ok(HttpResponse::Created().json(ActionResponse::from(receipt)))
 }
 
@@ -435,10 +377,7 @@ fn find_monitor<'a>(
     let not_found = || ApiError::not_found(format!("monitor {uid}"));
     let uid = MonitorUid::parse(uid).map_err(|_| not_found())?;
     if let Some(integration_id) = integration_id {
-        let key = MonitorKey {
-            monitor_uid: uid,
-            integration_id,
-        };
+        let key = MonitorKey { monitor_uid: uid, integration_id };
         return projection.monitor(&key).ok_or_else(not_found);
     }
     let mut all = projection.monitors_with_uid(&uid);
@@ -491,10 +430,8 @@ pub async fn monitor_history(
         let projection = state.engine.state();
         let monitor = find_monitor(&projection, &path, query.integration_id)?;
         let runs = projection.runs(&monitor.key()).to_vec();
-        let incidents: Vec<Incident> = projection
-            .monitor_incidents(&monitor.key())
-            .cloned()
-            .collect();
+        let incidents: Vec<Incident> =
+            projection.monitor_incidents(&monitor.key()).cloned().collect();
         (MonitorDto::from(monitor), runs, incidents)
     };
     let engine = state.engine.clone();
@@ -552,12 +489,7 @@ pub async fn monitor_history(
         (Some(last), true) => Some(encode_cursor(last.seq)),
         _ => None,
     };
-    Ok(HttpResponse::Ok().json(MonitorHistory {
-        monitor,
-        runs,
-        incidents: shown,
-        next_cursor,
-    }))
+    Ok(HttpResponse::Ok().json(MonitorHistory { monitor, runs, incidents: shown, next_cursor }))
 }
 
 #[derive(Deserialize)]
@@ -568,13 +500,6 @@ pub struct EventQuery {
     kind: Option<String>,
 }
 
-const EVENT_KINDS: &[&str] = &[
-    "integration_created",
-    "integration_revoked",
-    "monitor_run_reported",
-    "incident_acknowledged",
-    "note_added",
-];
 const MAX_EVENT_PAGE: usize = 1000;
 /// Events read per step of an NDJSON export: enough to amortise the blocking hop, small enough
 /// that the export runs in constant memory.
@@ -586,20 +511,12 @@ pub async fn list_events(
     request: HttpRequest,
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let EventQuery {
-        after,
-        limit,
-        monitor_uid,
-        kind,
-    } = query.into_inner();
+    let EventQuery { after, limit, monitor_uid, kind } = query.into_inner();
     if let Some(kind) = &kind {
-        if !EVENT_KINDS.contains(&kind.as_str()) {
+        if !EventBody::KINDS.contains(&kind.as_str()) {
             return Err(ApiError::bad_request(
                 "invalid_query",
-                format!(
-                    "`kind` must be one of {}, got {kind:?}",
-                    EVENT_KINDS.join(", ")
-                ),
+                format!("`kind` must be one of {}, got {kind:?}", EventBody::KINDS.join(", ")),
             ));
         }
     }
@@ -644,9 +561,7 @@ pub async fn list_events(
                 Ok::<_, ApiError>(Some((web::Bytes::from(lines), last)))
             }
         });
-        return Ok(HttpResponse::Ok()
-            .content_type("application/x-ndjson")
-            .streaming(chunks));
+        return Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(chunks));
     }
     let limit = match limit.unwrap_or(100) {
         n @ 1..=MAX_EVENT_PAGE => n,
@@ -657,14 +572,9 @@ pub async fn list_events(
             ))
         }
     };
-    let events = web::block(move || engine.events_after(after, limit, keep))
-        .await
-        .map_err(blocking)??;
-    let next_after = if events.len() == limit {
-        events.last().map(|e| e.seq)
-    } else {
-        None
-    };
+    let events =
+        web::block(move || engine.events_after(after, limit, keep)).await.map_err(blocking)??;
+    let next_after = if events.len() == limit { events.last().map(|e| e.seq) } else { None };
     Ok(HttpResponse::Ok().json(EventPage { events, next_after }))
 }
 
@@ -721,8 +631,6 @@ pub async fn replay(_: Admin, state: Data) -> Result<HttpResponse, ApiError> {
 
 pub async fn verify(_: Reader, state: Data) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
-    let report = web::block(move || engine.verify())
-        .await
-        .map_err(blocking)?;
+    let report = web::block(move || engine.verify()).await.map_err(blocking)?;
     Ok(HttpResponse::Ok().json(report))
 }

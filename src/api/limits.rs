@@ -21,10 +21,7 @@ impl Default for RateLimit {
     /// Generous: Postman runs a monitor at most every minute or so, so even hundreds of monitors on
     /// one URL stay far below this; it exists to stop a runaway or hostile sender.
     fn default() -> Self {
-        RateLimit {
-            per_second: 200.0,
-            burst: 2000.0,
-        }
+        RateLimit { per_second: 200.0, burst: 2000.0 }
     }
 }
 
@@ -42,10 +39,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `None` disables limiting (for load tests).
     pub fn new(limit: Option<RateLimit>) -> RateLimiter {
-        RateLimiter {
-            limit,
-            buckets: Mutex::new(HashMap::new()),
-        }
+        RateLimiter { limit, buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes one token for `id` at `now`, or says in how many whole seconds one will be there.
@@ -54,10 +48,7 @@ impl RateLimiter {
             return Ok(());
         };
         let mut buckets = self.buckets.lock().expect("rate limiter lock");
-        let bucket = buckets.entry(id).or_insert(Bucket {
-            tokens: limit.burst,
-            updated: now,
-        });
+        let bucket = buckets.entry(id).or_insert(Bucket { tokens: limit.burst, updated: now });
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(limit.burst);
         bucket.updated = now;
@@ -91,10 +82,7 @@ pub struct Deliveries {
 
 impl Deliveries {
     pub fn new(capacity: usize) -> Deliveries {
-        Deliveries {
-            capacity,
-            by_integration: Mutex::new(HashMap::new()),
-        }
+        Deliveries { capacity, by_integration: Mutex::new(HashMap::new()) }
     }
 
     pub fn record(&self, id: IntegrationId, delivery: Delivery) {
@@ -112,9 +100,7 @@ impl Deliveries {
     /// Newest first.
     pub fn recent(&self, id: IntegrationId) -> Vec<Delivery> {
         let all = self.by_integration.lock().expect("deliveries lock");
-        all.get(&id)
-            .map(|r| r.iter().rev().cloned().collect())
-            .unwrap_or_default()
+        all.get(&id).map(|r| r.iter().rev().cloned().collect()).unwrap_or_default()
     }
 }
 
@@ -125,24 +111,15 @@ mod tests {
 
     #[test]
     fn buckets_refill_at_the_rate_and_are_per_integration() {
-        let limiter = RateLimiter::new(Some(RateLimit {
-            per_second: 2.0,
-            burst: 3.0,
-        }));
-        let (a, b) = (
-            IntegrationId(uuid::Uuid::from_u128(1)),
-            IntegrationId(uuid::Uuid::from_u128(2)),
-        );
+        let limiter = RateLimiter::new(Some(RateLimit { per_second: 2.0, burst: 3.0 }));
+        let (a, b) =
+            (IntegrationId(uuid::Uuid::from_u128(1)), IntegrationId(uuid::Uuid::from_u128(2)));
         let t0 = Instant::now();
         for _ in 0..3 {
             assert_eq!(limiter.check(a, t0), Ok(()));
         }
         assert_eq!(limiter.check(a, t0), Err(1), "the burst is spent");
-        assert_eq!(
-            limiter.check(b, t0),
-            Ok(()),
-            "another integration is not affected"
-        );
+        assert_eq!(limiter.check(b, t0), Ok(()), "another integration is not affected");
         assert_eq!(
             limiter.check(a, t0 + Duration::from_millis(500)),
             Ok(()),

@@ -56,7 +56,7 @@ pub async fn access_log(
     tracing::info!(
         target: "incidentd::access",
         %method,
-        path,
+        path = %path,
         status = response.status().as_u16(),
         latency_us = started.elapsed().as_micros() as u64,
         "request"
@@ -108,9 +108,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/v1/state").route(web::get().to(handlers::state_at)))
     .service(resource("/v1/replay").route(web::post().to(handlers::replay)))
     .service(resource("/v1/audit/verify").route(web::get().to(handlers::verify)))
-    .default_service(web::to(|| async {
-        HttpResponse::from_error(ApiError::not_found("route"))
-    }));
+    .default_service(web::to(|| async { HttpResponse::from_error(ApiError::not_found("route")) }));
 }
 
 /// A resource whose unsupported methods answer 405 with a JSON error.

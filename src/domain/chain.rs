@@ -34,10 +34,7 @@ pub struct ChainVerifier {
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        ChainVerifier {
-            head: Seq::ZERO,
-            head_hash: Digest256::GENESIS,
-        }
+        ChainVerifier { head: Seq::ZERO, head_hash: Digest256::GENESIS }
     }
 }
 
@@ -45,10 +42,7 @@ impl ChainVerifier {
     pub fn check(&mut self, event: &Event) -> Result<(), ChainError> {
         let expected = self.head.next();
         if event.seq != expected {
-            return Err(ChainError::Missing {
-                expected,
-                found: event.seq,
-            });
+            return Err(ChainError::Missing { expected, found: event.seq });
         }
         if event.computed_hash() != event.hash {
             return Err(ChainError::Altered { seq: event.seq });

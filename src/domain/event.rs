@@ -18,11 +18,7 @@ pub const SCHEMA_VERSION: u16 = 1;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventBody {
     /// An integration (one webhook URL) was created. Only the hash of its token is recorded.
-    IntegrationCreated {
-        integration_id: IntegrationId,
-        name: String,
-        token_hash: TokenHash,
-    },
+    IntegrationCreated { integration_id: IntegrationId, name: String, token_hash: TokenHash },
     /// An integration was revoked: its webhook URL is refused from this event on.
     IntegrationRevoked { integration_id: IntegrationId },
     /// An integration got a new webhook token. The token it replaces keeps working until
@@ -33,12 +29,7 @@ pub enum EventBody {
         previous_valid_until: DateTime<Utc>,
     },
     /// An API token was issued. Only its hash is recorded.
-    ApiTokenCreated {
-        token_id: ApiTokenId,
-        name: String,
-        role: Role,
-        token_hash: TokenHash,
-    },
+    ApiTokenCreated { token_id: ApiTokenId, name: String, role: Role, token_hash: TokenHash },
     /// An API token was revoked and is refused from this event on.
     ApiTokenRevoked { token_id: ApiTokenId },
     /// Postman delivered the result of one monitor run. `payload` is the body exactly as received.
@@ -71,6 +62,18 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// Every `kind` tag, for validating filters.
+    pub const KINDS: &'static [&'static str] = &[
+        "integration_created",
+        "integration_revoked",
+        "integration_token_rotated",
+        "api_token_created",
+        "api_token_revoked",
+        "monitor_run_reported",
+        "incident_acknowledged",
+        "note_added",
+    ];
+
     /// The `kind` tag as stored.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -219,5 +222,66 @@ impl Event {
             | EventBody::ApiTokenCreated { .. }
             | EventBody::ApiTokenRevoked { .. } => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `KINDS` must list exactly the tags serde writes, or event filters would refuse real kinds.
+    #[test]
+    fn kinds_lists_every_tag() {
+        let id = IntegrationId(uuid::Uuid::nil());
+        let uid = MonitorUid::parse("m").unwrap();
+        let bodies = [
+            EventBody::IntegrationCreated {
+                integration_id: id,
+                name: "n".into(),
+                token_hash: Digest256::GENESIS,
+            },
+            EventBody::IntegrationRevoked { integration_id: id },
+            EventBody::IntegrationTokenRotated {
+                integration_id: id,
+                token_hash: Digest256::GENESIS,
+                previous_valid_until: DateTime::UNIX_EPOCH,
+            },
+            EventBody::ApiTokenCreated {
+                token_id: ApiTokenId(uuid::Uuid::nil()),
+                name: "n".into(),
+                role: Role::Reader,
+                token_hash: Digest256::GENESIS,
+            },
+            EventBody::ApiTokenRevoked { token_id: ApiTokenId(uuid::Uuid::nil()) },
+            EventBody::MonitorRunReported {
+                integration_id: id,
+                monitor_uid: uid.clone(),
+                idempotency_key: None,
+                payload: Map::new(),
+            },
+            EventBody::IncidentAcknowledged {
+                incident_id: IncidentId(uuid::Uuid::nil()),
+                integration_id: id,
+                monitor_uid: uid.clone(),
+                by: "a".into(),
+                note: None,
+            },
+            EventBody::NoteAdded {
+                incident_id: IncidentId(uuid::Uuid::nil()),
+                integration_id: id,
+                monitor_uid: uid,
+                by: "a".into(),
+                text: "t".into(),
+            },
+        ];
+        let tags: Vec<String> = bodies
+            .iter()
+            .map(|b| {
+                let tag = serde_json::to_value(b).unwrap()["kind"].as_str().unwrap().to_owned();
+                assert_eq!(tag, b.kind());
+                tag
+            })
+            .collect();
+        assert_eq!(tags, EventBody::KINDS);
     }
 }

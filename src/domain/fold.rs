@@ -108,10 +108,7 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn key(&self) -> MonitorKey {
-        MonitorKey {
-            monitor_uid: self.monitor_uid.clone(),
-            integration_id: self.integration_id,
-        }
+        MonitorKey { monitor_uid: self.monitor_uid.clone(), integration_id: self.integration_id }
     }
 }
 
@@ -147,10 +144,7 @@ pub struct Incident {
 
 impl Incident {
     pub fn monitor_key(&self) -> MonitorKey {
-        MonitorKey {
-            monitor_uid: self.monitor_uid.clone(),
-            integration_id: self.integration_id,
-        }
+        MonitorKey { monitor_uid: self.monitor_uid.clone(), integration_id: self.integration_id }
     }
 }
 
@@ -251,10 +245,7 @@ impl State {
         runs: impl IntoIterator<Item = (MonitorKey, Vec<Seq>)>,
         incidents: impl IntoIterator<Item = Incident>,
     ) -> State {
-        let mut state = State {
-            applied,
-            ..State::default()
-        };
+        let mut state = State { applied, ..State::default() };
         for i in integrations {
             if i.is_active() {
                 state.token_index.insert(i.token_hash, i.id);
@@ -313,21 +304,11 @@ impl State {
     pub fn apply(&mut self, event: &Event) -> Result<Applied, FoldError> {
         let expected = self.applied.next();
         if event.seq != expected {
-            return Err(FoldError::OutOfOrder {
-                expected,
-                got: event.seq,
-            });
+            return Err(FoldError::OutOfOrder { expected, got: event.seq });
         }
-        let inconsistent = |reason: String| FoldError::Inconsistent {
-            seq: event.seq,
-            reason,
-        };
+        let inconsistent = |reason: String| FoldError::Inconsistent { seq: event.seq, reason };
         let applied = match &event.body {
-            EventBody::IntegrationCreated {
-                integration_id,
-                name,
-                token_hash,
-            } => {
+            EventBody::IntegrationCreated { integration_id, name, token_hash } => {
                 if self.integrations.contains_key(integration_id) {
                     return Err(inconsistent(format!(
                         "integration {integration_id} created twice"
@@ -351,10 +332,7 @@ impl State {
                 self.token_index.insert(*token_hash, *integration_id);
                 Applied {
                     outcome: Outcome::IntegrationCreated,
-                    touched: Touched {
-                        integration: Some(*integration_id),
-                        ..Touched::default()
-                    },
+                    touched: Touched { integration: Some(*integration_id), ..Touched::default() },
                 }
             }
             EventBody::IntegrationRevoked { integration_id } => {
@@ -368,18 +346,12 @@ impl State {
                 integration.revoked_at = Some(event.recorded_at);
                 integration.revoked_seq = Some(event.seq);
                 // Only this integration's own entries go, even if another shared a token hash.
-                let own = [
-                    Some(integration.token_hash),
-                    integration.previous_token_hash,
-                ];
+                let own = [Some(integration.token_hash), integration.previous_token_hash];
                 self.token_index
                     .retain(|hash, id| id != integration_id || !own.contains(&Some(*hash)));
                 Applied {
                     outcome: Outcome::IntegrationRevoked,
-                    touched: Touched {
-                        integration: Some(*integration_id),
-                        ..Touched::default()
-                    },
+                    touched: Touched { integration: Some(*integration_id), ..Touched::default() },
                 }
             }
             EventBody::IntegrationTokenRotated {
@@ -405,18 +377,10 @@ impl State {
                 self.token_index.insert(*token_hash, *integration_id);
                 Applied {
                     outcome: Outcome::IntegrationTokenRotated,
-                    touched: Touched {
-                        integration: Some(*integration_id),
-                        ..Touched::default()
-                    },
+                    touched: Touched { integration: Some(*integration_id), ..Touched::default() },
                 }
             }
-            EventBody::ApiTokenCreated {
-                token_id,
-                name,
-                role,
-                token_hash,
-            } => {
+            EventBody::ApiTokenCreated { token_id, name, role, token_hash } => {
                 if self.api_tokens.contains_key(token_id) {
                     return Err(inconsistent(format!("API token {token_id} created twice")));
                 }
@@ -436,27 +400,20 @@ impl State {
                 self.api_token_index.insert(*token_hash, *token_id);
                 Applied {
                     outcome: Outcome::ApiTokenCreated,
-                    touched: Touched {
-                        api_token: Some(*token_id),
-                        ..Touched::default()
-                    },
+                    touched: Touched { api_token: Some(*token_id), ..Touched::default() },
                 }
             }
             EventBody::ApiTokenRevoked { token_id } => {
-                let token = self
-                    .api_tokens
-                    .get_mut(token_id)
-                    .filter(|t| t.is_active())
-                    .ok_or_else(|| inconsistent(format!("API token {token_id} is not active")))?;
+                let token =
+                    self.api_tokens.get_mut(token_id).filter(|t| t.is_active()).ok_or_else(
+                        || inconsistent(format!("API token {token_id} is not active")),
+                    )?;
                 token.revoked_at = Some(event.recorded_at);
                 token.revoked_seq = Some(event.seq);
                 self.api_token_index.remove(&token.token_hash);
                 Applied {
                     outcome: Outcome::ApiTokenRevoked,
-                    touched: Touched {
-                        api_token: Some(*token_id),
-                        ..Touched::default()
-                    },
+                    touched: Touched { api_token: Some(*token_id), ..Touched::default() },
                 }
             }
             EventBody::MonitorRunReported {
@@ -465,11 +422,7 @@ impl State {
                 idempotency_key,
                 payload,
             } => {
-                if !self
-                    .integrations
-                    .get(integration_id)
-                    .is_some_and(Integration::is_active)
-                {
+                if !self.integrations.get(integration_id).is_some_and(Integration::is_active) {
                     return Err(inconsistent(format!(
                         "integration {integration_id} is not active"
                     )));
@@ -477,28 +430,15 @@ impl State {
                 let report = RunReport::from_payload(payload)
                     .map_err(|e| inconsistent(format!("stored payload is invalid: {e}")))?;
                 if &report.monitor_uid != monitor_uid {
-                    return Err(inconsistent(
-                        "monitor_uid differs from the payload's".to_owned(),
-                    ));
+                    return Err(inconsistent("monitor_uid differs from the payload's".to_owned()));
                 }
-                let idempotency = idempotency_key
-                    .as_ref()
-                    .map(|k| (*integration_id, k.clone()));
-                if idempotency
-                    .as_ref()
-                    .is_some_and(|k| self.idempotency.contains_key(k))
-                {
+                let idempotency = idempotency_key.as_ref().map(|k| (*integration_id, k.clone()));
+                if idempotency.as_ref().is_some_and(|k| self.idempotency.contains_key(k)) {
                     return Err(inconsistent("idempotency key used twice".to_owned()));
                 }
                 let mut applied = self.apply_run(event, *integration_id, report);
-                if let (
-                    Some(key),
-                    Outcome::Run {
-                        verdict,
-                        transition,
-                        incident,
-                    },
-                ) = (idempotency, &applied.outcome)
+                if let (Some(key), Outcome::Run { verdict, transition, incident }) =
+                    (idempotency, &applied.outcome)
                 {
                     let first = IdempotentRun {
                         seq: event.seq,
@@ -531,38 +471,21 @@ impl State {
                 incident.actions.push(event.seq);
                 Applied {
                     outcome: Outcome::IncidentAction {
-                        incident: IncidentRef {
-                            id: incident.id,
-                            status: incident.status,
-                        },
+                        incident: IncidentRef { id: incident.id, status: incident.status },
                     },
-                    touched: Touched {
-                        incident: Some(incident.opened_seq),
-                        ..Touched::default()
-                    },
+                    touched: Touched { incident: Some(incident.opened_seq), ..Touched::default() },
                 }
             }
-            EventBody::NoteAdded {
-                incident_id,
-                integration_id,
-                monitor_uid,
-                ..
-            } => {
+            EventBody::NoteAdded { incident_id, integration_id, monitor_uid, .. } => {
                 let incident = self
                     .action_target(*incident_id, *integration_id, monitor_uid)
                     .map_err(inconsistent)?;
                 incident.actions.push(event.seq);
                 Applied {
                     outcome: Outcome::IncidentAction {
-                        incident: IncidentRef {
-                            id: incident.id,
-                            status: incident.status,
-                        },
+                        incident: IncidentRef { id: incident.id, status: incident.status },
                     },
-                    touched: Touched {
-                        incident: Some(incident.opened_seq),
-                        ..Touched::default()
-                    },
+                    touched: Touched { incident: Some(incident.opened_seq), ..Touched::default() },
                 }
             }
         };
@@ -578,14 +501,9 @@ impl State {
         integration_id: IntegrationId,
         monitor_uid: &MonitorUid,
     ) -> Result<&mut Incident, String> {
-        let seq = self
-            .incident_index
-            .get(&id)
-            .ok_or_else(|| format!("incident {id} does not exist"))?;
-        let incident = self
-            .incidents
-            .get_mut(seq)
-            .expect("index points at an incident");
+        let seq =
+            self.incident_index.get(&id).ok_or_else(|| format!("incident {id} does not exist"))?;
+        let incident = self.incidents.get_mut(seq).expect("index points at an incident");
         if incident.integration_id != integration_id || &incident.monitor_uid != monitor_uid {
             return Err(format!("incident {id} belongs to another monitor"));
         }
@@ -598,10 +516,7 @@ impl State {
         integration_id: IntegrationId,
         run: RunReport,
     ) -> Applied {
-        let key = MonitorKey {
-            monitor_uid: run.monitor_uid,
-            integration_id,
-        };
+        let key = MonitorKey { monitor_uid: run.monitor_uid, integration_id };
         let verdict = run.metrics.verdict();
         let monitor = self.monitors.entry(key.clone()).or_insert_with(|| Monitor {
             integration_id,
@@ -623,9 +538,7 @@ impl State {
         monitor.last_metrics = run.metrics.clone();
         self.runs.entry(key.clone()).or_default().push(event.seq);
 
-        let open = monitor
-            .open_incident
-            .and_then(|id| self.incident_index.get(&id).copied());
+        let open = monitor.open_incident.and_then(|id| self.incident_index.get(&id).copied());
         let (transition, incident_seq) = match (verdict, open) {
             (Verdict::Failing, None) => {
                 let id = IncidentId::derived_from(event.event_id);
@@ -656,10 +569,7 @@ impl State {
             }
             (Verdict::Failing, Some(seq)) => {
                 monitor.status = MonitorStatus::Failing;
-                let incident = self
-                    .incidents
-                    .get_mut(&seq)
-                    .expect("index points at an incident");
+                let incident = self.incidents.get_mut(&seq).expect("index points at an incident");
                 incident.failing_runs += 1;
                 incident.last_metrics = run.metrics;
                 if monitor.name.is_some() {
@@ -670,10 +580,7 @@ impl State {
             (Verdict::Passing, Some(seq)) => {
                 monitor.status = MonitorStatus::Passing;
                 monitor.open_incident = None;
-                let incident = self
-                    .incidents
-                    .get_mut(&seq)
-                    .expect("index points at an incident");
+                let incident = self.incidents.get_mut(&seq).expect("index points at an incident");
                 incident.status = IncidentStatus::Resolved;
                 incident.resolved_at = Some(event.recorded_at);
                 incident.resolved_seq = Some(event.seq);
@@ -690,17 +597,10 @@ impl State {
         };
         let incident = incident_seq.map(|seq| {
             let inc = &self.incidents[&seq];
-            IncidentRef {
-                id: inc.id,
-                status: inc.status,
-            }
+            IncidentRef { id: inc.id, status: inc.status }
         });
         Applied {
-            outcome: Outcome::Run {
-                verdict,
-                transition,
-                incident,
-            },
+            outcome: Outcome::Run { verdict, transition, incident },
             touched: Touched {
                 integration: None,
                 monitor: Some(key),
@@ -742,16 +642,12 @@ impl State {
 
     /// The active API token that hashes to `hash`.
     pub fn api_token_by_hash(&self, hash: &TokenHash) -> Option<&ApiToken> {
-        self.api_token_index
-            .get(hash)
-            .and_then(|id| self.api_tokens.get(id))
+        self.api_token_index.get(hash).and_then(|id| self.api_tokens.get(id))
     }
 
     /// The active integration whose current webhook token hashes to `hash`.
     pub fn integration_by_token(&self, hash: &TokenHash) -> Option<&Integration> {
-        self.token_index
-            .get(hash)
-            .and_then(|id| self.integrations.get(id))
+        self.token_index.get(hash).and_then(|id| self.integrations.get(id))
     }
 
     pub fn monitors(&self) -> impl DoubleEndedIterator<Item = &Monitor> {
@@ -772,10 +668,7 @@ impl State {
             monitor_uid: uid.clone(),
             integration_id: IntegrationId(uuid::Uuid::nil()),
         };
-        self.monitors
-            .range(first..)
-            .take_while(move |(k, _)| k.monitor_uid == uid)
-            .map(|(_, m)| m)
+        self.monitors.range(first..).take_while(move |(k, _)| k.monitor_uid == uid).map(|(_, m)| m)
     }
 
     /// The seqs of a monitor's runs, oldest first.
@@ -784,9 +677,7 @@ impl State {
     }
 
     pub fn incident(&self, id: IncidentId) -> Option<&Incident> {
-        self.incident_index
-            .get(&id)
-            .and_then(|seq| self.incidents.get(seq))
+        self.incident_index.get(&id).and_then(|seq| self.incidents.get(seq))
     }
 
     pub fn incident_opened_at(&self, opened_seq: Seq) -> Option<&Incident> {
@@ -926,11 +817,7 @@ pub fn incident_timeline<'a>(incident: &Incident, events: &'a [Event]) -> Vec<Ti
                 | EventBody::ApiTokenCreated { .. }
                 | EventBody::ApiTokenRevoked { .. } => None,
             };
-            TimelineStep {
-                event,
-                transition,
-                status_after: status,
-            }
+            TimelineStep { event, transition, status_after: status }
         })
         .collect()
 }

@@ -14,11 +14,7 @@ pub enum PayloadError {
     #[error("the request body is not valid UTF-8 (first bad byte at offset {offset})")]
     NotUtf8 { offset: usize },
     #[error("the request body is not valid JSON: {reason} at line {line}, column {column}")]
-    NotJson {
-        reason: String,
-        line: usize,
-        column: usize,
-    },
+    NotJson { reason: String, line: usize, column: usize },
     #[error("the request body is a JSON {found}; expected a JSON object")]
     NotObject { found: &'static str },
     #[error("field `{field}` is required")]
@@ -31,10 +27,7 @@ impl PayloadError {
     /// True when the body is JSON-shaped but breaks the schema (as opposed to not being a JSON
     /// object at all).
     pub fn is_schema_violation(&self) -> bool {
-        matches!(
-            self,
-            PayloadError::Missing { .. } | PayloadError::Invalid { .. }
-        )
+        matches!(self, PayloadError::Missing { .. } | PayloadError::Invalid { .. })
     }
 
     /// A stable, machine-readable code for API clients.
@@ -111,9 +104,7 @@ pub fn parse_run(body: &[u8]) -> Result<ParsedRun, PayloadError> {
         return Err(PayloadError::Empty);
     }
     if let Err(e) = std::str::from_utf8(body) {
-        return Err(PayloadError::NotUtf8 {
-            offset: e.valid_up_to(),
-        });
+        return Err(PayloadError::NotUtf8 { offset: e.valid_up_to() });
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| PayloadError::NotJson {
         reason: json_reason(&e),
@@ -125,9 +116,7 @@ pub fn parse_run(body: &[u8]) -> Result<ParsedRun, PayloadError> {
             let report = RunReport::from_payload(&payload)?;
             Ok(ParsedRun { report, payload })
         }
-        other => Err(PayloadError::NotObject {
-            found: json_kind(&other),
-        }),
+        other => Err(PayloadError::NotObject { found: json_kind(&other) }),
     }
 }
 
@@ -157,17 +146,10 @@ impl RunReport {
     /// which were validated by this same function before they were appended.
     pub fn from_payload(payload: &Map<String, Value>) -> Result<RunReport, PayloadError> {
         let monitor_uid = match payload.get("monitor_uid") {
-            None | Some(Value::Null) => {
-                return Err(PayloadError::Missing {
-                    field: "monitor_uid",
-                })
-            }
-            Some(Value::String(s)) => {
-                MonitorUid::parse(s).map_err(|reason| PayloadError::Invalid {
-                    field: "monitor_uid",
-                    reason: reason.to_owned(),
-                })?
-            }
+            None | Some(Value::Null) => return Err(PayloadError::Missing { field: "monitor_uid" }),
+            Some(Value::String(s)) => MonitorUid::parse(s).map_err(|reason| {
+                PayloadError::Invalid { field: "monitor_uid", reason: reason.to_owned() }
+            })?,
             Some(other) => return Err(wrong_type("monitor_uid", "a string", other)),
         };
         let monitor_name = match payload.get("monitor_name") {
@@ -187,19 +169,12 @@ impl RunReport {
             },
             Some(other) => return Err(wrong_type("metrics", "an object", other)),
         };
-        Ok(RunReport {
-            monitor_uid,
-            monitor_name,
-            metrics,
-        })
+        Ok(RunReport { monitor_uid, monitor_name, metrics })
     }
 }
 
 fn wrong_type(field: &'static str, expected: &str, found: &Value) -> PayloadError {
-    PayloadError::Invalid {
-        field,
-        reason: format!("must be {expected}, got {}", json_kind(found)),
-    }
+    PayloadError::Invalid { field, reason: format!("must be {expected}, got {}", json_kind(found)) }
 }
 
 fn required_count(
@@ -217,12 +192,10 @@ fn optional_count(
 ) -> Result<Option<u32>, PayloadError> {
     match optional_u64(m, key, field)? {
         None => Ok(None),
-        Some(n) => u32::try_from(n)
-            .map(Some)
-            .map_err(|_| PayloadError::Invalid {
-                field,
-                reason: format!("must be at most {}, got {n}", u32::MAX),
-            }),
+        Some(n) => u32::try_from(n).map(Some).map_err(|_| PayloadError::Invalid {
+            field,
+            reason: format!("must be at most {}, got {n}", u32::MAX),
+        }),
     }
 }
 
@@ -237,20 +210,11 @@ fn optional_u64(
             if let Some(v) = n.as_u64() {
                 Ok(Some(v))
             } else if n.as_i64().is_some() {
-                Err(PayloadError::Invalid {
-                    field,
-                    reason: format!("must be >= 0, got {n}"),
-                })
+                Err(PayloadError::Invalid { field, reason: format!("must be >= 0, got {n}") })
             } else if n.is_f64() {
-                Err(PayloadError::Invalid {
-                    field,
-                    reason: format!("must be an integer, got {n}"),
-                })
+                Err(PayloadError::Invalid { field, reason: format!("must be an integer, got {n}") })
             } else {
-                Err(PayloadError::Invalid {
-                    field,
-                    reason: format!("is out of range: {n}"),
-                })
+                Err(PayloadError::Invalid { field, reason: format!("is out of range: {n}") })
             }
         }
         Some(other) => Err(wrong_type(field, "a non-negative integer", other)),
@@ -283,11 +247,7 @@ mod tests {
             (b"{\"a\":", "invalid_json", "line 1, column 5"),
             (b"\xff{}", "invalid_utf8", "offset 0"),
             (b"[1]", "not_an_object", "array"),
-            (
-                b"{\"metrics\":{\"errors\":0,\"failedTests\":1}}",
-                "missing_field",
-                "monitor_uid",
-            ),
+            (b"{\"metrics\":{\"errors\":0,\"failedTests\":1}}", "missing_field", "monitor_uid"),
             (
                 b"{\"monitor_uid\":\"m\",\"metrics\":{\"errors\":1.5,\"failedTests\":1}}",
                 "invalid_field",
@@ -312,10 +272,7 @@ mod tests {
         for (body, code, needle) in cases {
             let err = parse_run(body).unwrap_err();
             assert_eq!(err.code(), *code, "{}", String::from_utf8_lossy(body));
-            assert!(
-                err.to_string().contains(needle),
-                "{err} should mention {needle}"
-            );
+            assert!(err.to_string().contains(needle), "{err} should mention {needle}");
         }
     }
 

@@ -147,9 +147,7 @@ impl Store {
             for (n, chunk) in runs.chunks(RUN_CHUNK).enumerate().skip(first_chunk) {
                 let mut k = monitor_key_bytes(b'r', key);
                 k.extend_from_slice(
-                    &u32::try_from(n)
-                        .expect("fewer than 2^32 chunks")
-                        .to_be_bytes(),
+                    &u32::try_from(n).expect("fewer than 2^32 chunks").to_be_bytes(),
                 );
                 let packed: Vec<u8> = chunk.iter().flat_map(|s| s.to_be_bytes()).collect();
                 batch.insert(k, packed);
@@ -162,10 +160,7 @@ impl Store {
                 batch.insert(key, json(inc));
             }
         }
-        let meta = Meta {
-            format: FORMAT,
-            applied_seq: state.applied(),
-        };
+        let meta = Meta { format: FORMAT, applied_seq: state.applied() };
         batch.insert(META, serde_json::to_vec(&meta).expect("meta serializes"));
         self.projections.apply_batch(batch)?;
         Ok(())
@@ -196,11 +191,7 @@ impl Store {
                 return Err(bad("run chunk length is not a multiple of 8"));
             }
             let list = runs.entry(key).or_default();
-            list.extend(
-                value
-                    .chunks_exact(8)
-                    .map(|c| Seq::from_be_slice(c).expect("8 bytes")),
-            );
+            list.extend(value.chunks_exact(8).map(|c| Seq::from_be_slice(c).expect("8 bytes")));
         }
         let mut incidents = Vec::new();
         for item in self.projections.scan_prefix(b"i") {
@@ -208,10 +199,7 @@ impl Store {
         }
         for m in &monitors {
             if runs.get(&m.key()).map_or(0, Vec::len) as u64 != m.runs_seen {
-                return Err(bad(format!(
-                    "run list of monitor {} is incomplete",
-                    m.monitor_uid
-                )));
+                return Err(bad(format!("run list of monitor {} is incomplete", m.monitor_uid)));
             }
         }
         let mut idempotency = Vec::new();
@@ -220,10 +208,7 @@ impl Store {
             let (integration, idempotency_key) = key[1..]
                 .split_at_checked(16)
                 .and_then(|(id, k)| {
-                    Some((
-                        uuid::Uuid::from_slice(id).ok()?,
-                        String::from_utf8(k.to_vec()).ok()?,
-                    ))
+                    Some((uuid::Uuid::from_slice(id).ok()?, String::from_utf8(k.to_vec()).ok()?))
                 })
                 .ok_or_else(|| bad("malformed idempotency key entry"))?;
             let first: IdempotentRun = serde_json::from_slice(&value).map_err(bad)?;
@@ -258,10 +243,7 @@ fn parse_run_key(key: &[u8]) -> Option<MonitorKey> {
     }
     let uid = MonitorUid::parse(std::str::from_utf8(uid).ok()?).ok()?;
     let id = uuid::Uuid::from_slice(&tail[..16]).ok()?;
-    Some(MonitorKey {
-        monitor_uid: uid,
-        integration_id: IntegrationId(id),
-    })
+    Some(MonitorKey { monitor_uid: uid, integration_id: IntegrationId(id) })
 }
 
 fn json<T: Serialize>(record: &T) -> Vec<u8> {

@@ -41,9 +41,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions {
-            cache_capacity: 64 * 1024 * 1024,
-        }
+        StoreOptions { cache_capacity: 64 * 1024 * 1024 }
     }
 }
 
@@ -68,15 +66,9 @@ impl Encoded {
     pub fn new(event: &Event) -> Result<Encoded, StoreError> {
         let bytes = event.encode();
         if bytes.len() > MAX_EVENT_BYTES {
-            return Err(StoreError::TooLarge {
-                bytes: bytes.len(),
-                max: MAX_EVENT_BYTES,
-            });
+            return Err(StoreError::TooLarge { bytes: bytes.len(), max: MAX_EVENT_BYTES });
         }
-        Ok(Encoded {
-            seq: event.seq,
-            bytes,
-        })
+        Ok(Encoded { seq: event.seq, bytes })
     }
 }
 
@@ -106,13 +98,7 @@ impl Store {
         // the first start cannot lose the file itself.
         File::open(&path)?.sync_all()?;
         File::open(dir)?.sync_all()?;
-        Ok(Store {
-            db,
-            events,
-            projections,
-            data_file,
-            path,
-        })
+        Ok(Store { db, events, projections, data_file, path })
     }
 
     /// Where the sled database lives.
@@ -198,15 +184,10 @@ fn decode(key: &[u8], value: &[u8]) -> Result<Event, StoreError> {
         seq: Seq::ZERO,
         reason: format!("log key of {} bytes is not a seq", key.len()),
     })?;
-    let event = Event::decode(value).map_err(|e: DecodeError| StoreError::Corrupt {
-        seq,
-        reason: e.to_string(),
-    })?;
+    let event = Event::decode(value)
+        .map_err(|e: DecodeError| StoreError::Corrupt { seq, reason: e.to_string() })?;
     if event.seq != seq {
-        return Err(StoreError::Corrupt {
-            seq,
-            reason: format!("holds event {}", event.seq),
-        });
+        return Err(StoreError::Corrupt { seq, reason: format!("holds event {}", event.seq) });
     }
     Ok(event)
 }

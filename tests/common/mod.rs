@@ -19,16 +19,18 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(dir: &Path) -> TestServer {
+        Self::start_with(dir, |_| {}).await
+    }
+
+    /// Starts with the test defaults changed by `adjust`.
+    pub async fn start_with(dir: &Path, adjust: impl FnOnce(&mut ServeConfig)) -> TestServer {
         let mut config = ServeConfig::new(dir, "127.0.0.1:0");
         config.admin_token = Some(ADMIN_TOKEN.to_owned());
         config.workers = Some(2);
+        adjust(&mut config);
         let running = server::start(config).await.expect("server starts");
         let base = format!("http://{}", running.addr);
-        TestServer {
-            running,
-            base,
-            client: reqwest::Client::new(),
-        }
+        TestServer { running, base, client: reqwest::Client::new() }
     }
 
     pub async fn stop(self) {
@@ -76,9 +78,7 @@ impl TestServer {
 
     /// Creates an integration and returns its creation response.
     pub async fn create_integration(&self, name: &str) -> Value {
-        let (status, body) = self
-            .post_admin("/v1/integrations", json!({ "name": name }))
-            .await;
+        let (status, body) = self.post_admin("/v1/integrations", json!({ "name": name })).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
     }
@@ -142,15 +142,10 @@ pub fn run(monitor_uid: &str, failed_tests: u32, errors: u32) -> Value {
 
 /// The shared Postman samples (`../shared/postman` beside the repository).
 pub fn samples(kind: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/postman")
-        .join(kind);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/postman").join(kind);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| {
-            panic!(
-                "the shared Postman samples are missing at {}: {e}",
-                dir.display()
-            )
+            panic!("the shared Postman samples are missing at {}: {e}", dir.display())
         })
         .map(|entry| entry.expect("directory entry").path())
         .collect();
