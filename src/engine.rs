@@ -20,7 +20,7 @@ use crate::domain::{
     IncidentId, IncidentRef, IncidentStatus, Integration, IntegrationId, MonitorUid, Outcome,
     ParsedRun, Role, Seq, State, TokenHash, Transition, Verdict,
 };
-use crate::store::{Dirty, Encoded, Store, StoreError, StoreOptions};
+use crate::store::{CheckpointBatch, Dirty, Encoded, Store, StoreError, StoreOptions};
 
 /// Why a command was not carried out. Each kind maps to one HTTP status in `api`.
 #[derive(Debug, thiserror::Error)]
@@ -526,6 +526,80 @@ impl Drop for Engine {
     }
 }
 
+/// The syncer thread: makes inserted batches durable with one fsync for everything queued, then
+/// publishes their events to readers and answers their commands, in log order.
+fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
+    while let Ok(first) = rx.recv() {
+        let mut items = vec![first];
+        while let Ok(item) = rx.try_recv() {
+            items.push(item);
+        }
+        let events: usize = items
+            .iter()
+            .map(|item| match item {
+                ToSyncer::Batch { events, .. } => events.len(),
+                ToSyncer::Checkpoint(_) | ToSyncer::Barrier(_) => 0,
+            })
+            .sum();
+        let synced = events == 0 || shared.failed.load(Ordering::Relaxed) || {
+            match shared.store.sync() {
+                Ok(()) => {
+                    shared.syncs.fetch_add(1, Ordering::Relaxed);
+                    shared.events_appended.fetch_add(events as u64, Ordering::Relaxed);
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "fsync failed; refusing further writes");
+                    shared.failed.store(true, Ordering::Relaxed);
+                    false
+                }
+            }
+        };
+        let durable = synced && !shared.failed.load(Ordering::Relaxed);
+        for item in items {
+            match item {
+                ToSyncer::Batch { events, answers } => {
+                    if durable {
+                        publish(shared, &events);
+                    }
+                    for (reply, answer) in answers {
+                        let answer = if durable { answer } else { Err(EngineError::Unavailable) };
+                        if let Ok(Receipt::Run(r)) = &answer {
+                            log_transition(r);
+                        }
+                        // A requester that went away (client disconnected) needs no answer.
+                        let _ = reply.send(answer);
+                    }
+                }
+                ToSyncer::Checkpoint(batch) if durable => {
+                    if let Err(e) = shared.store.apply_checkpoint(batch) {
+                        // The log still holds everything; the next checkpoint (or start) retries.
+                        tracing::warn!(error = %e, "projection checkpoint failed");
+                    }
+                }
+                ToSyncer::Checkpoint(_) => {}
+                ToSyncer::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+/// Folds durable events into the state readers see.
+fn publish(shared: &Shared, events: &[Event]) {
+    let mut published = shared.state.write().expect("state lock poisoned");
+    for event in events {
+        if let Err(e) = published.apply(event) {
+            // Unreachable while the published state follows the writer's state; if it does
+            // happen, readers keep the last consistent state and writes stop.
+            tracing::error!(error = %e, "published state refused a durable event");
+            shared.failed.store(true, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
 /// One log line per incident opened or resolved, written once the event is durable.
 fn log_transition(r: &IngestReceipt) {
     if let (Transition::Opened | Transition::Resolved, Some(incident)) = (r.transition, &r.incident)
@@ -578,13 +652,36 @@ struct Writer {
 
 type Reply = oneshot::Sender<Result<Receipt, EngineError>>;
 
+/// What the writer hands the syncer, in log order.
+enum ToSyncer {
+    /// Events inserted into the store, not yet durable, and the answers to the commands of their
+    /// batch (refusals included, so that every answer keeps its order).
+    Batch { events: Vec<Event>, answers: Vec<(Reply, Result<Receipt, EngineError>)> },
+    /// A checkpoint, to be written once the events it covers are durable.
+    Checkpoint(CheckpointBatch),
+    /// Answered once everything sent before it is durable and published.
+    Barrier(mpsc::SyncSender<()>),
+}
+
+/// Batches the writer may hand on while the syncer is still busy: one being synced, one waiting.
+/// Beyond that the writer waits, and commands queue up into larger batches instead.
+const SYNC_QUEUE: usize = 1;
+
 impl Writer {
+    /// The writer pipeline: while the syncer makes one batch durable, the writer already validates,
+    /// folds and inserts the next, so the CPU work of a batch overlaps the previous fsync.
     fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let (to_syncer, syncer_rx) = mpsc::sync_channel(SYNC_QUEUE);
+        let shared = self.shared.clone();
+        let syncer = std::thread::Builder::new()
+            .name("incidentd-syncer".into())
+            .spawn(move || run_syncer(&shared, syncer_rx))
+            .expect("the syncer thread starts");
         loop {
             let first = match rx.recv_timeout(IDLE_CHECKPOINT) {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.checkpoint();
+                    self.checkpoint(&to_syncer);
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -596,22 +693,35 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.process(batch);
+            self.process(batch, &to_syncer);
             if self.dirty.events() >= self.options.checkpoint_every {
-                self.checkpoint();
+                self.checkpoint(&to_syncer);
             }
         }
-        self.checkpoint();
+        self.checkpoint(&to_syncer);
+        drop(to_syncer);
+        if syncer.join().is_err() {
+            tracing::error!("the syncer thread panicked");
+        }
     }
 
-    fn checkpoint(&mut self) {
+    /// Serializes the changed projection entries as of the writer's state and hands them to the
+    /// syncer, which writes them after the events they cover are durable.
+    fn checkpoint(&mut self, to_syncer: &mpsc::SyncSender<ToSyncer>) {
         if self.dirty.is_empty() || self.shared.failed.load(Ordering::Relaxed) {
             return;
         }
-        match self.shared.store.save_checkpoint(&self.state, &self.dirty) {
-            Ok(()) => self.dirty = Dirty::default(),
-            // The log still holds everything; the next checkpoint (or start) retries.
-            Err(e) => tracing::warn!(error = %e, "projection checkpoint failed"),
+        let batch = Store::prepare_checkpoint(&self.state, &self.dirty);
+        if to_syncer.send(ToSyncer::Checkpoint(batch)).is_ok() {
+            self.dirty = Dirty::default();
+        }
+    }
+
+    /// Waits until everything handed to the syncer is durable and published.
+    fn drain(to_syncer: &mpsc::SyncSender<ToSyncer>) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if to_syncer.send(ToSyncer::Barrier(done)).is_ok() {
+            let _ = wait.recv();
         }
     }
 
@@ -627,7 +737,7 @@ impl Writer {
         at
     }
 
-    fn process(&mut self, batch: Vec<Command>) {
+    fn process(&mut self, batch: Vec<Command>, to_syncer: &mpsc::SyncSender<ToSyncer>) {
         if self.shared.failed.load(Ordering::Relaxed) {
             for command in batch {
                 let _ = command.reply.send(Err(EngineError::Unavailable));
@@ -642,7 +752,7 @@ impl Writer {
         for Command { kind, reply } in batch {
             let command = match kind {
                 CommandKind::Write(command) => command,
-                // Swaps run after this batch is durable, so that catching up reads it from the log.
+                // Swaps run once this batch is durable, so that catching up reads it from the log.
                 CommandKind::Swap { rebuilt, started } => {
                     swaps.push((reply, rebuilt, started));
                     continue;
@@ -657,7 +767,19 @@ impl Writer {
             }
             answers.push((reply, answer));
         }
-        if self.shared.failed.load(Ordering::Relaxed) {
+        let inserted = !self.shared.failed.load(Ordering::Relaxed)
+            && (staged.is_empty() || {
+                let result = self.shared.store.insert(&encoded);
+                if let Err(e) = &result {
+                    // Whether the batch reached the disk is unknown, and the writer's state is
+                    // ahead of the log: stop accepting writes until an operator restarts the
+                    // service, which refolds from what the log really holds.
+                    tracing::error!(error = %e, "append failed; refusing further writes");
+                    self.shared.failed.store(true, Ordering::Relaxed);
+                }
+                result.is_ok()
+            });
+        if !inserted {
             for (reply, _) in answers {
                 let _ = reply.send(Err(EngineError::Unavailable));
             }
@@ -666,40 +788,10 @@ impl Writer {
             }
             return;
         }
-        if !staged.is_empty() {
-            if let Err(e) = self.shared.store.append(&encoded) {
-                // Whether the batch reached the disk is unknown, and the writer's state is ahead
-                // of the log: stop accepting writes until an operator restarts the service, which
-                // refolds from what the log really holds.
-                tracing::error!(error = %e, "append failed; refusing further writes");
-                self.shared.failed.store(true, Ordering::Relaxed);
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(EngineError::Unavailable));
-                }
-                for (reply, ..) in swaps {
-                    let _ = reply.send(Err(EngineError::Unavailable));
-                }
-                return;
-            }
-            self.shared.syncs.fetch_add(1, Ordering::Relaxed);
-            self.shared.events_appended.fetch_add(staged.len() as u64, Ordering::Relaxed);
-            let mut published = self.shared.state.write().expect("state lock poisoned");
-            for event in &staged {
-                if let Err(e) = published.apply(event) {
-                    // Unreachable while the published state follows the writer's state; if it
-                    // does happen, readers keep the last consistent state.
-                    tracing::error!(error = %e, "published state refused a durable event");
-                    self.shared.failed.store(true, Ordering::Relaxed);
-                    break;
-                }
-            }
-        }
-        for (reply, answer) in answers {
-            if let Ok(Receipt::Run(r)) = &answer {
-                log_transition(r);
-            }
-            // A requester that went away (client disconnected) needs no answer.
-            let _ = reply.send(answer);
+        // The syncer answers once the batch is durable; it only stops when the writer does.
+        let _ = to_syncer.send(ToSyncer::Batch { events: staged, answers });
+        if !swaps.is_empty() {
+            Writer::drain(to_syncer);
         }
         for (reply, rebuilt, started) in swaps {
             let _ = reply.send(self.swap(*rebuilt, started).map(Receipt::Replay));

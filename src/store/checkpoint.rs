@@ -37,6 +37,9 @@ struct Meta {
     applied_seq: Seq,
 }
 
+/// A checkpoint serialized and ready to write: one atomic sled batch.
+pub struct CheckpointBatch(sled::Batch);
+
 /// The projection entries changed since the last checkpoint.
 #[derive(Debug, Default)]
 pub struct Dirty {
@@ -114,6 +117,18 @@ impl Store {
     /// Writes the entries `dirty` names and the seq `state` covers, as one atomic batch. Needs no
     /// fsync of its own: a checkpoint lost in a crash only means a longer catch-up from the log.
     pub fn save_checkpoint(&self, state: &State, dirty: &Dirty) -> Result<(), StoreError> {
+        self.apply_checkpoint(Store::prepare_checkpoint(state, dirty))
+    }
+
+    /// Writes a checkpoint prepared earlier.
+    pub fn apply_checkpoint(&self, checkpoint: CheckpointBatch) -> Result<(), StoreError> {
+        self.projections.apply_batch(checkpoint.0)?;
+        Ok(())
+    }
+
+    /// Serializes the entries `dirty` names and the seq `state` covers into a batch that
+    /// [`Store::apply_checkpoint`] writes later, so that the state need not be kept until then.
+    pub fn prepare_checkpoint(state: &State, dirty: &Dirty) -> CheckpointBatch {
         let mut batch = sled::Batch::default();
         for id in &dirty.integrations {
             if let Some(i) = state.integration(*id) {
@@ -162,8 +177,7 @@ impl Store {
         }
         let meta = Meta { format: FORMAT, applied_seq: state.applied() };
         batch.insert(META, serde_json::to_vec(&meta).expect("meta serializes"));
-        self.projections.apply_batch(batch)?;
-        Ok(())
+        CheckpointBatch(batch)
     }
 
     /// Reads the checkpoint back. `Ok(None)` when there is none or it is of another format.

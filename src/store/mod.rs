@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::{DecodeError, Event, Seq};
 
-pub use checkpoint::Dirty;
+pub use checkpoint::{CheckpointBatch, Dirty};
 
 /// Why the store failed. `Corrupt` names the first event that cannot be read back.
 #[derive(Debug, thiserror::Error)]
@@ -106,18 +106,31 @@ impl Store {
         &self.path
     }
 
-    /// Appends events atomically and makes them durable before returning.
-    ///
-    /// Durability: sled 0.34's `flush()` ends in `sync_file_range(2)`, which writes the pages but
-    /// neither the file's metadata nor the drive's volatile cache. After it, the data file is
-    /// `fdatasync`ed through a descriptor of our own, which does both. One call serves a whole
-    /// batch of events: that is the group commit.
+    /// Appends events atomically and makes them durable before returning: [`Store::insert`]
+    /// then [`Store::sync`].
     pub fn append(&self, events: &[Encoded]) -> Result<(), StoreError> {
+        self.insert(events)?;
+        self.sync()
+    }
+
+    /// Inserts events atomically, not yet durably: until [`Store::sync`] returns they may be lost
+    /// in a crash, so nothing may be acknowledged or shown to readers before it.
+    pub fn insert(&self, events: &[Encoded]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for event in events {
             batch.insert(&event.seq.to_be_bytes(), event.bytes.as_slice());
         }
         self.events.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Makes everything inserted so far durable.
+    ///
+    /// sled 0.34's `flush()` ends in `sync_file_range(2)`, which writes the pages but neither the
+    /// file's metadata nor the drive's volatile cache. After it, the data file is `fdatasync`ed
+    /// through a descriptor of our own, which does both. One call serves every event inserted
+    /// before it: that is the group commit.
+    pub fn sync(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         self.data_file.sync_data()?;
         Ok(())
