@@ -135,12 +135,6 @@ impl ReplayReport {
     }
 }
 
-/// Replaces a store's checkpoint with `state`, written from scratch.
-pub fn rewrite_checkpoint(store: &Store, state: &State) -> Result<(), StoreError> {
-    store.clear_checkpoint()?;
-    store.save_checkpoint(state, &Dirty::everything(state))
-}
-
 /// Offline replay of a data directory (the service must not be running): rebuilds the projections
 /// from the first event, compares them with the checkpointed ones caught up to the head, and
 /// writes the rebuilt ones as the new checkpoint.
@@ -158,7 +152,7 @@ pub fn replay_offline(dir: &Path, options: &StoreOptions) -> Result<ReplayReport
     let mut after = State::default();
     catch_up(&store, &mut after, &mut Dirty::default())?;
     let report = ReplayReport::new(&before, &after, started);
-    rewrite_checkpoint(&store, &after)?;
+    store.rewrite_checkpoint(&after)?;
     Ok(report)
 }
 

@@ -138,7 +138,7 @@ enum WriteCommand {
     Ingest { token_hash: TokenHash, run: ParsedRun, idempotency_key: Option<String> },
     Acknowledge { incident_id: IncidentId, by: String, note: Option<String> },
     AddNote { incident_id: IncidentId, by: String, text: String },
-    RotateIntegration { id: IntegrationId, token_hash: TokenHash },
+    RotateIntegration { id: IntegrationId, token_hash: TokenHash, grace: Option<chrono::Duration> },
     CreateApiToken { id: ApiTokenId, name: String, token_hash: TokenHash },
     RevokeApiToken { id: ApiTokenId },
 }
@@ -213,24 +213,32 @@ impl Engine {
                 None
             }
         };
-        let (mut state, mut dirty) = match checkpoint {
-            Some(state) => (state, Dirty::default()),
+        let caught_up = checkpoint.and_then(|mut state| {
+            let from = state.applied();
+            let mut dirty = Dirty::default();
+            match audit::catch_up(&store, &mut state, &mut dirty) {
+                Ok(folded) => Some((state, dirty, Startup { checkpoint: Some(from), events_folded: folded })),
+                Err(e) => {
+                    tracing::warn!(error = %e, "projection checkpoint does not fit the log; refolding the log");
+                    None
+                }
+            }
+        });
+        let (state, startup) = match caught_up {
+            Some((state, dirty, startup)) => {
+                if !dirty.is_empty() {
+                    store.save_checkpoint(&state, &dirty)?;
+                }
+                (state, startup)
+            }
+            // The log is the source of truth: fold it from the first event and checkpoint that.
             None => {
-                store.clear_checkpoint()?;
-                (State::default(), Dirty::default())
+                let mut state = State::default();
+                let folded = audit::catch_up(&store, &mut state, &mut Dirty::default())?;
+                store.rewrite_checkpoint(&state)?;
+                (state, Startup { checkpoint: None, events_folded: folded })
             }
         };
-        let from_scratch = state.applied() == Seq::ZERO;
-        let startup = Startup {
-            checkpoint: (!from_scratch).then_some(state.applied()),
-            events_folded: audit::catch_up(&store, &mut state, &mut dirty)?,
-        };
-        if from_scratch {
-            dirty = Dirty::everything(&state);
-        }
-        if !dirty.is_empty() {
-            store.save_checkpoint(&state, &dirty)?;
-        }
         tracing::info!(
             head = %head_seq, checkpoint = ?startup.checkpoint, events_folded = startup.events_folded,
             "projections ready"
@@ -296,14 +304,21 @@ impl Engine {
         }
     }
 
-    /// Gives an integration a new webhook token. The old one keeps working for the configured
-    /// grace period.
+    /// Gives an integration a new webhook token. The old one keeps working for `grace`, or the
+    /// configured grace period when `None` (zero cuts a leaked token off at once).
     pub async fn rotate_integration(
         &self,
         id: IntegrationId,
+        grace: Option<chrono::Duration>,
     ) -> Result<CreatedIntegration, EngineError> {
+        if grace.is_some_and(|g| g < chrono::Duration::zero()) {
+            return Err(EngineError::Invalid {
+                field: "grace_s",
+                reason: "must not be negative".to_owned(),
+            });
+        }
         let token = new_secret("whk_");
-        let command = WriteCommand::RotateIntegration { id, token_hash: hash_token(&token) };
+        let command = WriteCommand::RotateIntegration { id, token_hash: hash_token(&token), grace };
         match self.submit(CommandKind::Write(command)).await? {
             Receipt::Integration(integration) => Ok(CreatedIntegration { integration, token }),
             _ => unreachable!("a rotate command is answered with an integration"),
@@ -460,6 +475,9 @@ impl Engine {
     ) -> Result<Vec<Event>, EngineError> {
         let head = self.state().applied();
         let mut out = Vec::new();
+        if after >= head {
+            return Ok(out);
+        }
         for event in self.shared.store.events_from(after.next()) {
             let event = event?;
             if event.seq > head || out.len() == limit {
@@ -503,9 +521,11 @@ impl Engine {
         }
     }
 
-    /// False once a storage failure has stopped the writer.
+    /// False once a storage failure has stopped writes, or the writer thread is gone.
     pub fn is_healthy(&self) -> bool {
-        !self.shared.failed.load(Ordering::Relaxed)
+        let writer_alive =
+            self.writer.lock().expect("writer lock").as_ref().is_some_and(|w| !w.is_finished());
+        writer_alive && !self.shared.failed.load(Ordering::Relaxed)
     }
 
     /// Stops accepting commands, lets the writer finish what is queued, checkpoints the
@@ -556,11 +576,16 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
             }
         };
         let durable = synced && !shared.failed.load(Ordering::Relaxed);
+        let mut checkpointed = false;
         for item in items {
             match item {
                 ToSyncer::Batch { events, answers } => {
                     if durable {
                         publish(shared, &events);
+                    } else {
+                        // Never acknowledged and perhaps never on disk: take them back so that no
+                        // later flush (sled flushes when it closes) makes them durable after all.
+                        shared.store.discard(&events);
                     }
                     for (reply, answer) in answers {
                         let answer = if durable { answer } else { Err(EngineError::Unavailable) };
@@ -572,15 +597,23 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
                     }
                 }
                 ToSyncer::Checkpoint(batch) if durable => {
-                    if let Err(e) = shared.store.apply_checkpoint(batch) {
+                    match shared.store.apply_checkpoint(batch) {
+                        Ok(()) => checkpointed = true,
                         // The log still holds everything; the next checkpoint (or start) retries.
-                        tracing::warn!(error = %e, "projection checkpoint failed");
+                        Err(e) => tracing::warn!(error = %e, "projection checkpoint failed"),
                     }
                 }
                 ToSyncer::Checkpoint(_) => {}
                 ToSyncer::Barrier(done) => {
                     let _ = done.send(());
                 }
+            }
+        }
+        // sled persists nothing on its own (see `Store::open`), so a checkpoint written while the
+        // log is idle is flushed here; losing it would only mean a longer catch-up.
+        if checkpointed {
+            if let Err(e) = shared.store.sync() {
+                tracing::warn!(error = %e, "flushing the projection checkpoint failed");
             }
         }
     }
@@ -812,9 +845,11 @@ impl Writer {
         *self.shared.state.write().expect("state lock poisoned") = rebuilt.clone();
         self.state = rebuilt;
         self.dirty = Dirty::default();
-        if let Err(e) = audit::rewrite_checkpoint(&self.shared.store, &self.state) {
-            // The log still holds everything; the next start refolds it.
+        if let Err(e) = self.shared.store.rewrite_checkpoint(&self.state) {
+            // The old checkpoint is still whole (the rewrite is one batch); the next checkpoint
+            // writes every entry, so that it matches the swapped-in state.
             tracing::warn!(error = %e, "checkpoint after replay failed");
+            self.dirty = Dirty::everything(&self.state);
         }
         tracing::info!(
             events = report.events_replayed,
@@ -868,6 +903,8 @@ impl Writer {
         staged: &mut Vec<Event>,
         encoded: &mut Vec<Encoded>,
     ) -> Result<Receipt, EngineError> {
+        // Taken first, so that times derived from it (a rotation's grace) match the event's.
+        let at = self.next_time();
         let body = match command {
             WriteCommand::CreateIntegration { id, name, token_hash } => {
                 EventBody::IntegrationCreated { integration_id: id, name, token_hash }
@@ -919,7 +956,7 @@ impl Writer {
                     text,
                 }
             }
-            WriteCommand::RotateIntegration { id, token_hash } => {
+            WriteCommand::RotateIntegration { id, token_hash, grace } => {
                 let integration = self
                     .state
                     .integration(id)
@@ -930,7 +967,7 @@ impl Writer {
                 EventBody::IntegrationTokenRotated {
                     integration_id: id,
                     token_hash,
-                    previous_valid_until: Utc::now().trunc_subsecs(0) + self.options.rotation_grace,
+                    previous_valid_until: at + grace.unwrap_or(self.options.rotation_grace),
                 }
             }
             WriteCommand::CreateApiToken { id, name, token_hash } => {
@@ -966,7 +1003,6 @@ impl Writer {
                 }
             }
         };
-        let at = self.next_time();
         let event = Event::seal(
             self.state.applied().next(),
             EventId(Uuid::new_v4()),

@@ -356,6 +356,12 @@ async fn restart_keeps_state_and_projections_rebuild_identically() {
     server.stop().await;
 
     let server = TestServer::start(dir.path()).await;
+    let startup = server.running.engine.startup();
+    assert_eq!(
+        (startup.checkpoint, startup.events_folded),
+        (Some(Seq(6)), 0),
+        "a clean restart starts from the checkpoint, not from zero"
+    );
     assert_eq!(everything(&server).await, before, "a restart reads the same");
     server.stop().await;
 
@@ -365,6 +371,7 @@ async fn restart_keeps_state_and_projections_rebuild_identically() {
         assert!(store.load_checkpoint().unwrap().is_none());
     }
     let server = TestServer::start(dir.path()).await;
+    assert_eq!(server.running.engine.startup().checkpoint, None, "the projections were refolded");
     assert_eq!(everything(&server).await, before, "a rebuild from the log reads the same");
 
     // The token handed out before the restarts still works (the port changed, the token did not),

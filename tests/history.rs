@@ -201,6 +201,11 @@ async fn the_log_pages_filters_and_exports() {
     let (_, rest) = server.get("/v1/events?after=2").await;
     assert_eq!(rest["events"].as_array().unwrap().len(), 3);
     assert!(rest["next_after"].is_null());
+    let (_, exact) = server.get("/v1/events?after=3&limit=2").await;
+    assert_eq!(exact["events"].as_array().unwrap().len(), 2);
+    assert!(exact["next_after"].is_null(), "a page that ends the log offers no next page");
+    let (status, beyond) = server.get(&format!("/v1/events?after={}", u64::MAX)).await;
+    assert_eq!((status, beyond["events"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
 
     let (_, mine) = server.get(&format!("/v1/events?monitor_uid={MONITOR}")).await;
     let kinds: Vec<&str> =

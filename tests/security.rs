@@ -307,9 +307,19 @@ async fn rotated_tokens_keep_working_for_the_grace_period_only() {
     server.deliver_run(third["webhook_url"].as_str().unwrap(), &run(MONITOR, 0, 0)).await;
     let (_, events) = server.get("/v1/events?kind=integration_token_rotated").await;
     assert_eq!(events["events"].as_array().unwrap().len(), 2, "rotations are events");
+
+    // A rotation may cut the previous token off at once, for a leaked URL.
+    let (status, cut) =
+        server.post_admin(&format!("/v1/integrations/{id}/rotate"), json!({"grace_s": 0})).await;
+    assert_eq!(status, StatusCode::OK, "{cut}");
+    let (status, _) = server
+        .deliver(third["webhook_url"].as_str().unwrap(), run(MONITOR, 1, 0).to_string())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "grace_s 0 ends the previous token at once");
+    server.deliver_run(cut["webhook_url"].as_str().unwrap(), &run(MONITOR, 1, 0)).await;
     server.stop().await;
 
-    // With no grace, the old token is refused right after the rotation.
+    // With no grace configured, the old token is refused right after the rotation.
     let dir = tempfile::tempdir().unwrap();
     let server =
         TestServer::start_with(dir.path(), |c| c.engine.rotation_grace = chrono::Duration::zero())

@@ -184,13 +184,28 @@ pub async fn deliveries(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "deliveries": state.deliveries.recent(id) })))
 }
 
+#[derive(Deserialize, Default)]
+pub struct Rotate {
+    /// Seconds the previous token keeps working; the configured grace when absent.
+    grace_s: Option<u32>,
+}
+
 pub async fn rotate_integration(
     _: Admin,
     state: Data,
     path: web::Path<String>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id: IntegrationId = parse_id(&path, "integration")?;
-    let rotated = state.engine.rotate_integration(id).await?;
+    let body = read_body(payload, state.body_limit).await?;
+    // The body is optional: none (or `null`) rotates with the configured grace.
+    let request: Rotate = if body.iter().all(u8::is_ascii_whitespace) {
+        Rotate::default()
+    } else {
+        json_body::<Option<Rotate>>(&body)?.unwrap_or_default()
+    };
+    let grace = request.grace_s.map(|s| chrono::Duration::seconds(i64::from(s)));
+    let rotated = state.engine.rotate_integration(id, grace).await?;
     Ok(HttpResponse::Ok().json(RotatedIntegrationDto {
         id: rotated.integration.id,
         name: rotated.integration.name,
@@ -306,7 +321,11 @@ pub async fn get_incident(
 
 /// A blocking task that could not finish (the runtime is shutting down).
 fn blocking(_: actix_web::error::BlockingError) -> ApiError {
-    ApiError::from(EngineError::Unavailable)
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server could not complete the request; see its log",
+    )
 }
 
 #[derive(Deserialize)]
@@ -468,7 +487,15 @@ pub async fn monitor_history(
                 break;
             }
         }
-        Ok((page, older.next().is_some()))
+        // Another page exists when an older run is still within `from`.
+        let more = match older.next() {
+            None => false,
+            Some(seq) => match from {
+                None => true,
+                Some(from) => engine.event(*seq)?.is_some_and(|e| e.recorded_at >= from),
+            },
+        };
+        Ok((page, more))
     })
     .await
     .map_err(blocking)??;
@@ -572,9 +599,16 @@ pub async fn list_events(
             ))
         }
     };
-    let events =
-        web::block(move || engine.events_after(after, limit, keep)).await.map_err(blocking)??;
-    let next_after = if events.len() == limit { events.last().map(|e| e.seq) } else { None };
+    // One more than asked, so that `next_after` is only given when another page really exists.
+    let mut events = web::block(move || engine.events_after(after, limit + 1, keep))
+        .await
+        .map_err(blocking)??;
+    let next_after = if events.len() > limit {
+        events.truncate(limit);
+        events.last().map(|e| e.seq)
+    } else {
+        None
+    };
     Ok(HttpResponse::Ok().json(EventPage { events, next_after }))
 }
 

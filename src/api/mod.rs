@@ -33,12 +33,17 @@ pub struct AppState {
     pub deliveries: Deliveries,
 }
 
-const HOOK_PREFIX: &str = "/v1/hooks/postman/";
-
-/// A request path as it may be logged: the webhook token in a hook path is a secret.
+/// A request path as it may be logged: the webhook token in a hook path is a secret. The hook
+/// segment is searched anywhere in the path, not only at its start, so that `//v1/hooks/...` or a
+/// path behind a prefixing proxy is redacted too; anything else that looks like one of our
+/// tokens is hidden whole.
 pub fn loggable_path(path: &str) -> String {
-    match path.strip_prefix(HOOK_PREFIX) {
-        Some(_) => format!("{HOOK_PREFIX}[redacted]"),
+    const HOOK: &str = "/hooks/postman/";
+    match path.find(HOOK) {
+        Some(at) => format!("{}{HOOK}[redacted]", &path[..at]),
+        None if ["whk_", "adm_", "rdr_"].iter().any(|p| path.contains(p)) => {
+            "[path with a token, redacted]".to_owned()
+        }
         None => path.to_owned(),
     }
 }
@@ -120,4 +125,24 @@ fn resource(path: &str) -> actix_web::Resource {
             format!("{} is not allowed on {}", req.method(), req.path()),
         ))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn tokens_never_reach_the_log() {
+        let token = "whk_0123456789abcdef";
+        for path in [
+            format!("/v1/hooks/postman/{token}"),
+            format!("//v1/hooks/postman/{token}"),
+            format!("/incidentd/v1/hooks/postman/{token}/extra"),
+            format!("/v2/elsewhere/{token}"),
+        ] {
+            let logged = loggable_path(&path);
+            assert!(!logged.contains(token), "{path} logged as {logged}");
+        }
+        assert_eq!(loggable_path("/v1/incidents"), "/v1/incidents");
+    }
 }

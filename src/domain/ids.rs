@@ -18,8 +18,10 @@ impl Seq {
     /// The position before the first event: the state of an empty log.
     pub const ZERO: Seq = Seq(0);
 
+    /// The following position. Saturates rather than wrapping: no log reaches 2^64 events, but a
+    /// client may well ask for events after `u64::MAX`.
     pub fn next(self) -> Seq {
-        Seq(self.0 + 1)
+        Seq(self.0.saturating_add(1))
     }
 
     /// Big-endian bytes, so that sled's lexicographic key order equals numeric order.

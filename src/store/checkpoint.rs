@@ -130,53 +130,7 @@ impl Store {
     /// [`Store::apply_checkpoint`] writes later, so that the state need not be kept until then.
     pub fn prepare_checkpoint(state: &State, dirty: &Dirty) -> CheckpointBatch {
         let mut batch = sled::Batch::default();
-        for id in &dirty.integrations {
-            if let Some(i) = state.integration(*id) {
-                let mut key = vec![b'g'];
-                key.extend_from_slice(id.0.as_bytes());
-                batch.insert(key, json(i));
-            }
-        }
-        for id in &dirty.api_tokens {
-            if let Some(t) = state.api_token(*id) {
-                let mut key = vec![b'a'];
-                key.extend_from_slice(id.0.as_bytes());
-                batch.insert(key, json(t));
-            }
-        }
-        for (integration, key) in &dirty.idempotency {
-            if let Some(first) = state.idempotent_run(*integration, key) {
-                let mut k = vec![b'k'];
-                k.extend_from_slice(integration.0.as_bytes());
-                k.extend_from_slice(key.as_bytes());
-                batch.insert(k, json(first));
-            }
-        }
-        for (key, persisted) in &dirty.monitors {
-            let Some(m) = state.monitor(key) else {
-                continue;
-            };
-            batch.insert(monitor_key_bytes(b'm', key), json(m));
-            let runs = state.runs(key);
-            let first_chunk = persisted / RUN_CHUNK;
-            for (n, chunk) in runs.chunks(RUN_CHUNK).enumerate().skip(first_chunk) {
-                let mut k = monitor_key_bytes(b'r', key);
-                k.extend_from_slice(
-                    &u32::try_from(n).expect("fewer than 2^32 chunks").to_be_bytes(),
-                );
-                let packed: Vec<u8> = chunk.iter().flat_map(|s| s.to_be_bytes()).collect();
-                batch.insert(k, packed);
-            }
-        }
-        for seq in &dirty.incidents {
-            if let Some(inc) = state.incident_opened_at(*seq) {
-                let mut key = vec![b'i'];
-                key.extend_from_slice(&seq.to_be_bytes());
-                batch.insert(key, json(inc));
-            }
-        }
-        let meta = Meta { format: FORMAT, applied_seq: state.applied() };
-        batch.insert(META, serde_json::to_vec(&meta).expect("meta serializes"));
+        fill(&mut batch, state, dirty);
         CheckpointBatch(batch)
     }
 
@@ -239,9 +193,24 @@ impl Store {
         ))
     }
 
-    /// Deletes the checkpoint, so that the next start refolds the whole log.
+    /// Deletes the checkpoint, so that the next start refolds the whole log. The meta entry goes
+    /// first: without it nothing loads, so a crash part-way through leaves no half checkpoint.
     pub fn clear_checkpoint(&self) -> Result<(), StoreError> {
+        self.projections.remove(META)?;
         self.projections.clear()?;
+        Ok(())
+    }
+
+    /// Replaces the whole checkpoint with `state` in one atomic batch: every old entry removed,
+    /// every entry of `state` written. A crash leaves either the old checkpoint or the new one.
+    pub fn rewrite_checkpoint(&self, state: &State) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for key in self.projections.iter().keys() {
+            batch.remove(key?);
+        }
+        // A sled batch keeps the last operation per key, so the inserts override the removes.
+        fill(&mut batch, state, &Dirty::everything(state));
+        self.projections.apply_batch(batch)?;
         Ok(())
     }
 }
@@ -258,6 +227,55 @@ fn parse_run_key(key: &[u8]) -> Option<MonitorKey> {
     let uid = MonitorUid::parse(std::str::from_utf8(uid).ok()?).ok()?;
     let id = uuid::Uuid::from_slice(&tail[..16]).ok()?;
     Some(MonitorKey { monitor_uid: uid, integration_id: IntegrationId(id) })
+}
+
+/// Adds the entries `dirty` names, as they are in `state`, and the meta entry to `batch`.
+fn fill(batch: &mut sled::Batch, state: &State, dirty: &Dirty) {
+    for id in &dirty.integrations {
+        if let Some(i) = state.integration(*id) {
+            let mut key = vec![b'g'];
+            key.extend_from_slice(id.0.as_bytes());
+            batch.insert(key, json(i));
+        }
+    }
+    for id in &dirty.api_tokens {
+        if let Some(t) = state.api_token(*id) {
+            let mut key = vec![b'a'];
+            key.extend_from_slice(id.0.as_bytes());
+            batch.insert(key, json(t));
+        }
+    }
+    for (integration, key) in &dirty.idempotency {
+        if let Some(first) = state.idempotent_run(*integration, key) {
+            let mut k = vec![b'k'];
+            k.extend_from_slice(integration.0.as_bytes());
+            k.extend_from_slice(key.as_bytes());
+            batch.insert(k, json(first));
+        }
+    }
+    for (key, persisted) in &dirty.monitors {
+        let Some(m) = state.monitor(key) else {
+            continue;
+        };
+        batch.insert(monitor_key_bytes(b'm', key), json(m));
+        let runs = state.runs(key);
+        let first_chunk = persisted / RUN_CHUNK;
+        for (n, chunk) in runs.chunks(RUN_CHUNK).enumerate().skip(first_chunk) {
+            let mut k = monitor_key_bytes(b'r', key);
+            k.extend_from_slice(&u32::try_from(n).expect("fewer than 2^32 chunks").to_be_bytes());
+            let packed: Vec<u8> = chunk.iter().flat_map(|s| s.to_be_bytes()).collect();
+            batch.insert(k, packed);
+        }
+    }
+    for seq in &dirty.incidents {
+        if let Some(inc) = state.incident_opened_at(*seq) {
+            let mut key = vec![b'i'];
+            key.extend_from_slice(&seq.to_be_bytes());
+            batch.insert(key, json(inc));
+        }
+    }
+    let meta = Meta { format: FORMAT, applied_seq: state.applied() };
+    batch.insert(META, serde_json::to_vec(&meta).expect("meta serializes"));
 }
 
 fn json<T: Serialize>(record: &T) -> Vec<u8> {

@@ -89,7 +89,10 @@ impl Store {
         let config = sled::Config::new()
             .path(&path)
             .segment_size(SEGMENT_SIZE)
-            .cache_capacity(options.cache_capacity);
+            .cache_capacity(options.cache_capacity)
+            // Only `Store::sync` persists: sled's periodic background flush could otherwise make
+            // durable an inserted batch whose fsync failed and whose senders were told so.
+            .flush_every_ms(None);
         let db = open_locked(&config, &path)?;
         let events = db.open_tree("events")?;
         let projections = db.open_tree("projections")?;
@@ -122,6 +125,18 @@ impl Store {
         }
         self.events.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// Takes back events inserted but never made durable (their sync failed), best effort. They
+    /// were never acknowledged nor shown to readers, so they were never part of the log.
+    pub fn discard(&self, events: &[Event]) {
+        let mut batch = sled::Batch::default();
+        for event in events {
+            batch.remove(&event.seq.to_be_bytes());
+        }
+        if let Err(e) = self.events.apply_batch(batch) {
+            tracing::error!(error = %e, "could not take back events whose fsync failed");
+        }
     }
 
     /// Makes everything inserted so far durable.
