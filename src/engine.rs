@@ -283,7 +283,7 @@ impl Engine {
 
     /// Creates an integration with a fresh webhook token.
     pub async fn create_integration(&self, name: &str) -> Result<CreatedIntegration, EngineError> {
-        let name = validate_name(name)?;
+        let name = validate_text("name", name, 200, true)?;
         let token = new_secret("whk_");
         let command = WriteCommand::CreateIntegration {
             id: IntegrationId(Uuid::new_v4()),
@@ -408,11 +408,7 @@ impl Engine {
         };
         let events = seqs
             .into_iter()
-            .map(|seq| {
-                self.shared.store.event(seq)?.ok_or_else(|| {
-                    EngineError::Corrupt(format!("event {seq} is missing from the log"))
-                })
-            })
+            .map(|seq| self.shared.store.event_required(seq))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some((incident, events)))
     }
@@ -453,9 +449,7 @@ impl Engine {
         let (mut low, mut high) = (0u64, self.state().applied().0);
         while low < high {
             let mid = low + (high - low).div_ceil(2);
-            let event = self.shared.store.event(Seq(mid))?.ok_or_else(|| {
-                EngineError::Corrupt(format!("event {mid} is missing from the log"))
-            })?;
+            let event = self.shared.store.event_required(Seq(mid))?;
             if event.recorded_at <= at {
                 low = mid;
             } else {
@@ -668,10 +662,6 @@ fn validate_text(
     }
 }
 
-fn validate_name(name: &str) -> Result<String, EngineError> {
-    validate_text("name", name, 200, true)
-}
-
 /// The writer thread's own state: one batch ahead of the published state while a batch is being
 /// made durable.
 struct Writer {
@@ -871,9 +861,7 @@ impl Writer {
     ) -> Result<IngestReceipt, EngineError> {
         let original = match staged.iter().find(|e| e.seq == first.seq) {
             Some(event) => event.clone(),
-            None => self.shared.store.event(first.seq)?.ok_or_else(|| {
-                EngineError::Corrupt(format!("event {} is missing from the log", first.seq))
-            })?,
+            None => self.shared.store.event_required(first.seq)?,
         };
         let EventBody::MonitorRunReported { monitor_uid, payload, .. } = &original.body else {
             return Err(EngineError::Corrupt(format!("event {} is not a run", first.seq)));

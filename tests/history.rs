@@ -332,3 +332,33 @@ async fn online_replay_and_verify() {
     assert_eq!(verified["projection_digest"], server.running.engine.state().digest().to_hex());
     server.stop().await;
 }
+
+/// An export longer than one read chunk (512 events) streams every event exactly once, in order,
+/// and stops at the head as it was when the request came in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ndjson_export_spans_many_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let engine = &server.running.engine;
+    let token = engine.create_integration("long export").await.unwrap().token;
+    let runs = (0..1300).map(|n| {
+        let body = run(&format!("m{}", n % 7), n % 3, 0).to_string();
+        let token = &token;
+        async move {
+            let parsed = incidentd::domain::parse_run(body.as_bytes()).unwrap();
+            engine.ingest(token, parsed, None).await.unwrap()
+        }
+    });
+    futures_util::future::join_all(runs).await;
+    let (status, ndjson) = get_text(&server, "/v1/events?after=10", "application/x-ndjson").await;
+    assert_eq!(status, StatusCode::OK);
+    let seqs: Vec<u64> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (11..=1301).collect::<Vec<_>>());
+    let (_, kind) =
+        get_text(&server, "/v1/events?kind=integration_created", "application/x-ndjson").await;
+    assert_eq!(kind.lines().count(), 1, "filters apply across chunks");
+    server.stop().await;
+}

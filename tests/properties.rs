@@ -20,11 +20,35 @@ use uuid::Uuid;
 /// every generated step means something.
 #[derive(Debug, Clone)]
 enum Op {
-    Run { integration: usize, monitor: u8, failing: bool },
-    Acknowledge { incident: usize },
-    Note { incident: usize },
-    Revoke { integration: usize },
+    Run {
+        integration: usize,
+        monitor: u8,
+        failing: bool,
+    },
+    Acknowledge {
+        incident: usize,
+    },
+    Note {
+        incident: usize,
+    },
+    Revoke {
+        integration: usize,
+    },
     Restart,
+    /// A run sent with an `Idempotency-Key` from a small set, so that keys repeat.
+    KeyedRun {
+        integration: usize,
+        monitor: u8,
+        failing: bool,
+        key: u8,
+    },
+    Rotate {
+        integration: usize,
+    },
+    IssueToken,
+    RevokeToken {
+        token: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -34,6 +58,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(|incident| Op::Note { incident }),
         1 => (0..3usize).prop_map(|integration| Op::Revoke { integration }),
         1 => Just(Op::Restart),
+        2 => (0..3usize, 0..4u8, any::<bool>(), 0..4u8).prop_map(|(integration, monitor, failing, key)| Op::KeyedRun { integration, monitor, failing, key }),
+        1 => (0..3usize).prop_map(|integration| Op::Rotate { integration }),
+        1 => Just(Op::IssueToken),
+        1 => any::<usize>().prop_map(|token| Op::RevokeToken { token }),
     ]
 }
 
@@ -140,7 +168,12 @@ fn pure_history(ops: &[Op]) -> (Vec<Event>, State) {
                 }
                 EventBody::IntegrationRevoked { integration_id: id }
             }
-            Op::Restart => continue,
+            // The pure history covers the incident rules; these go through the engine below.
+            Op::Restart
+            | Op::KeyedRun { .. }
+            | Op::Rotate { .. }
+            | Op::IssueToken
+            | Op::RevokeToken { .. } => continue,
         };
         append(&mut state, &mut events, body);
     }
@@ -181,6 +214,7 @@ async fn play(dir: &std::path::Path, ops: &[Op]) {
         tokens.push(created.token);
         ids.push(created.integration.id);
     }
+    let mut api_tokens = Vec::new();
     for op in ops {
         let incidents: Vec<IncidentId> = engine.state().incidents().map(|i| i.id).collect();
         let target = |pick: usize| incidents.get(pick % incidents.len().max(1)).copied();
@@ -205,6 +239,29 @@ async fn play(dir: &std::path::Path, ops: &[Op]) {
             }
             Op::Revoke { integration } => {
                 let _ = engine.revoke_integration(ids[integration]).await;
+            }
+            Op::KeyedRun { integration, monitor, failing, key } => {
+                let body = run(&format!("mon-{monitor}"), u32::from(failing), 0).to_string();
+                // A repeated key with another body is refused; with the same body it appends
+                // nothing. Both must survive restarts and rebuilds.
+                let key = Some(format!("key-{key}"));
+                let _ = engine
+                    .ingest(&tokens[integration], parse_run(body.as_bytes()).unwrap(), key)
+                    .await;
+            }
+            Op::Rotate { integration } => {
+                if let Ok(rotated) = engine.rotate_integration(ids[integration], None).await {
+                    tokens[integration] = rotated.token;
+                }
+            }
+            Op::IssueToken => {
+                let (token, _) = engine.create_api_token("auditor").await.unwrap();
+                api_tokens.push(token.id);
+            }
+            Op::RevokeToken { token } => {
+                if !api_tokens.is_empty() {
+                    let _ = engine.revoke_api_token(api_tokens[token % api_tokens.len()]).await;
+                }
             }
             Op::Restart => {
                 drop(engine);

@@ -251,6 +251,13 @@ async fn reader_tokens_read_but_never_write() {
             format!("/v1/integrations/{}", created["id"].as_str().unwrap()),
             Value::Null,
         ),
+        (Method::GET, "/v1/tokens".to_owned(), Value::Null),
+        (Method::DELETE, format!("/v1/tokens/{}", issued["id"].as_str().unwrap()), Value::Null),
+        (
+            Method::GET,
+            format!("/v1/integrations/{}/deliveries", created["id"].as_str().unwrap()),
+            Value::Null,
+        ),
     ];
     let head = server.head();
     for (method, path, body) in writes {

@@ -618,7 +618,6 @@ impl State {
         self.integrations.get(&id)
     }
 
-    /// The active integration whose webhook token hashes to `hash`.
     /// The integration whose webhook `hash` opens at time `now` (the current token, or the
     /// previous one within its grace period).
     pub fn integration_for_token(

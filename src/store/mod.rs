@@ -78,7 +78,6 @@ pub struct Store {
     projections: sled::Tree,
     /// sled's data file, opened separately so that appends can be fsynced (see [`Store::append`]).
     data_file: File,
-    path: PathBuf,
 }
 
 impl Store {
@@ -101,12 +100,7 @@ impl Store {
         // the first start cannot lose the file itself.
         File::open(&path)?.sync_all()?;
         File::open(dir)?.sync_all()?;
-        Ok(Store { db, events, projections, data_file, path })
-    }
-
-    /// Where the sled database lives.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Store { db, events, projections, data_file })
     }
 
     /// Appends events atomically and makes them durable before returning: [`Store::insert`]
@@ -164,6 +158,12 @@ impl Store {
             None => Ok(None),
             Some(value) => decode(&seq.to_be_bytes(), &value).map(Some),
         }
+    }
+
+    /// An event that must exist: a missing one means the log was damaged.
+    pub fn event_required(&self, seq: Seq) -> Result<Event, StoreError> {
+        self.event(seq)?
+            .ok_or(StoreError::Corrupt { seq, reason: "it is missing from the log".to_owned() })
     }
 
     /// The stored bytes of one event, exactly as on disk.
