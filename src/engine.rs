@@ -20,6 +20,7 @@ use crate::domain::{
     IncidentId, IncidentRef, IncidentStatus, Integration, IntegrationId, MonitorUid, Outcome,
     ParsedRun, Role, Seq, State, TokenHash, Transition, Verdict,
 };
+use crate::metrics::Metrics;
 use crate::store::{CheckpointBatch, Dirty, Encoded, Store, StoreError, StoreOptions};
 
 /// Why a command was not carried out. Each kind maps to one HTTP status in `api`.
@@ -174,6 +175,7 @@ struct Shared {
     syncs: AtomicU64,
     failed: AtomicBool,
     startup: Startup,
+    metrics: Metrics,
 }
 
 /// How the projections were brought up to date when the engine opened.
@@ -252,6 +254,7 @@ impl Engine {
             syncs: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             startup,
+            metrics: Metrics::new(),
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
@@ -504,6 +507,10 @@ impl Engine {
         Ok(self.shared.store.event(seq)?)
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
     pub fn startup(&self) -> Startup {
         self.shared.startup
     }
@@ -556,8 +563,11 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
             })
             .sum();
         let synced = events == 0 || shared.failed.load(Ordering::Relaxed) || {
+            let started = Instant::now();
             match shared.store.sync() {
                 Ok(()) => {
+                    shared.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+                    shared.metrics.commit_batch_events.observe(events as f64);
                     shared.syncs.fetch_add(1, Ordering::Relaxed);
                     shared.events_appended.fetch_add(events as u64, Ordering::Relaxed);
                     true
@@ -841,6 +851,8 @@ impl Writer {
             tracing::warn!(error = %e, "checkpoint after replay failed");
             self.dirty = Dirty::everything(&self.state);
         }
+        self.shared.metrics.replays.inc();
+        self.shared.metrics.replay_seconds.observe(started.elapsed().as_secs_f64());
         tracing::info!(
             events = report.events_replayed,
             duration_ms = report.duration_ms,

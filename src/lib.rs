@@ -7,5 +7,6 @@ pub mod api;
 pub mod audit;
 pub mod domain;
 pub mod engine;
+pub mod metrics;
 pub mod server;
 pub mod store;

@@ -44,6 +44,8 @@ struct OfflineArgs {
     /// Upper bound of the storage page cache, in MiB.
     #[arg(long, env = "INCIDENTD_CACHE_MB", default_value_t = 64)]
     cache_mb: u64,
+    #[command(flatten)]
+    logging: LogArgs,
 }
 
 impl OfflineArgs {
@@ -82,18 +84,40 @@ struct ServeArgs {
     /// Seconds a rotated-out webhook token keeps working.
     #[arg(long, env = "INCIDENTD_ROTATION_GRACE_S", default_value_t = 86_400)]
     rotation_grace_s: u32,
+    #[command(flatten)]
+    logging: LogArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Args, Clone)]
+struct LogArgs {
+    /// Log lines for people (`human`) or for log collectors (`json`, one object per line).
+    #[arg(long, env = "INCIDENTD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Some(Command::Serve(args)) => args.logging.log_format,
+        Some(Command::Replay(args) | Command::Verify(args)) => args.logging.log_format,
+        None => cli.serve.logging.log_format,
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match log_format {
+        LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match cli.command {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Replay(args)) => replay(&args),

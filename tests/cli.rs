@@ -168,3 +168,26 @@ fn a_bad_public_url_fails_at_start_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("invalid public URL \"incidents.example.com\""), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut process = Process::spawn(
+        Command::new(BIN)
+            .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path()),
+    );
+    let line = process.wait_for("listening on http://");
+    let record: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    let message = record["fields"]["message"].as_str().unwrap();
+    let base = message.strip_prefix("listening on ").unwrap().to_owned();
+    assert_eq!(record["level"], "INFO");
+    reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let access = process.wait_for("\"path\":\"/healthz\"");
+    let access: serde_json::Value = serde_json::from_str(&access).unwrap();
+    assert_eq!(
+        (access["fields"]["status"].as_u64(), access["fields"]["method"].as_str()),
+        (Some(200), Some("GET"))
+    );
+    assert!(process.terminate().0.success());
+}

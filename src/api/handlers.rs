@@ -32,6 +32,27 @@ pub async fn healthz(state: Data) -> HttpResponse {
     }
 }
 
+/// Ready for traffic: the store is open and the projections caught up (the engine opens before the
+/// server binds), and writes are being accepted.
+pub async fn readyz(state: Data) -> HttpResponse {
+    if state.engine.is_healthy() {
+        let head = state.engine.state().applied();
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready", "head_seq": head}))
+    } else {
+        HttpResponse::from_error(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is not accepting writes; see its log",
+        ))
+    }
+}
+
+/// Prometheus text exposition. Needs a reader or admin token, like every other read.
+pub async fn metrics(_: Reader, state: Data) -> HttpResponse {
+    let text = state.engine.metrics().render(&state.engine.state());
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text)
+}
+
 /// Reads the whole body, refusing it as soon as it exceeds the limit.
 async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
@@ -115,10 +136,13 @@ pub async fn ingest(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
     let token = path.into_inner();
+    let metrics = state.engine.metrics();
     // Refuse unknown tokens before reading the body, so that nobody learns anything about
     // validation without a live URL. The writer checks the token again when it appends.
     let Some(integration_id) = state.engine.hook_integration(&token) else {
+        metrics.deliveries.with_label_values(&["unknown", "404"]).inc();
         return Err(ApiError::unknown_webhook());
     };
     let mut body_bytes = 0;
@@ -131,6 +155,13 @@ pub async fn ingest(
     state
         .deliveries
         .record(integration_id, Delivery { at: Utc::now(), status, error_code, body_bytes, seq });
+    metrics
+        .deliveries
+        .with_label_values(&[integration_id.to_string().as_str(), status.to_string().as_str()])
+        .inc();
+    if seq.is_some() {
+        metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
+    }
     Ok(HttpResponse::Accepted().json(IngestResponse::from(result?)))
 }
 

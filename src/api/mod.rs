@@ -75,6 +75,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
     }))
     .service(resource("/healthz").route(web::get().to(handlers::healthz)))
+    .service(resource("/readyz").route(web::get().to(handlers::readyz)))
+    .service(resource("/metrics").route(web::get().to(handlers::metrics)))
     .service(
         resource("/v1/integrations")
             .route(web::post().to(handlers::create_integration))
