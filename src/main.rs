@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use incidentd::api::limits::RateLimit;
 use incidentd::audit;
 use incidentd::engine::EngineOptions;
 use incidentd::server::{self, ServeConfig};
 use incidentd::store::StoreOptions;
+use serde::Deserialize;
 
 #[derive(Parser)]
 #[command(version, about = "Event-sourced incident engine for Postman monitor webhooks")]
@@ -56,6 +58,10 @@ impl OfflineArgs {
 
 #[derive(Args, Clone)]
 struct ServeArgs {
+    /// A TOML file with any of the settings below (keys as the flags, with `_` for `-`).
+    /// Flags win over environment variables, which win over the file, which wins over defaults.
+    #[arg(long, env = "INCIDENTD_CONFIG")]
+    config: Option<PathBuf>,
     /// Directory holding the event log, the projections and the admin token.
     #[arg(long, env = "INCIDENTD_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
@@ -88,7 +94,8 @@ struct ServeArgs {
     logging: LogArgs,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum LogFormat {
     Human,
     Json,
@@ -102,7 +109,16 @@ struct LogArgs {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match &mut cli.command {
+        Some(Command::Serve(args)) => {
+            let sub = matches.subcommand_matches("serve").expect("serve was given");
+            apply_config_file(args, sub)?;
+        }
+        None => apply_config_file(&mut cli.serve, &matches)?,
+        Some(Command::Replay(_) | Command::Verify(_)) => {}
+    }
     let log_format = match &cli.command {
         Some(Command::Serve(args)) => args.logging.log_format,
         Some(Command::Replay(args) | Command::Verify(args)) => args.logging.log_format,
@@ -142,6 +158,52 @@ fn verify(args: &OfflineArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The settings a config file may hold. Unknown keys are refused, so a typo fails at start,
+/// naming the key, instead of being silently ignored. The admin token is not among them: it is a
+/// secret, read from `INCIDENTD_ADMIN_TOKEN` or `<data-dir>/admin-token` only.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    public_url: Option<String>,
+    body_limit: Option<usize>,
+    cache_mb: Option<u64>,
+    rate_limit: Option<f64>,
+    rate_burst: Option<f64>,
+    deliveries_kept: Option<usize>,
+    rotation_grace_s: Option<u32>,
+    log_format: Option<LogFormat>,
+}
+
+/// Fills in, from `--config`, every setting that neither a flag nor an environment variable gave.
+fn apply_config_file(args: &mut ServeArgs, matches: &ArgMatches) -> anyhow::Result<()> {
+    let Some(path) = &args.config else { return Ok(()) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    let file: FileConfig =
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+    let unset =
+        |id: &str| matches!(matches.value_source(id), None | Some(ValueSource::DefaultValue));
+    macro_rules! fill {
+        ($($field:ident),*) => {$(
+            if let Some(value) = file.$field {
+                if unset(stringify!($field)) {
+                    args.$field = value.into();
+                }
+            }
+        )*};
+    }
+    fill!(data_dir, listen, public_url, body_limit, cache_mb, rate_limit, rate_burst);
+    fill!(deliveries_kept, rotation_grace_s);
+    if let Some(format) = file.log_format {
+        if unset("log_format") {
+            args.logging.log_format = format;
+        }
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {

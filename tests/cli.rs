@@ -191,3 +191,50 @@ async fn json_logs_are_one_object_per_line() {
     );
     assert!(process.terminate().0.success());
 }
+
+/// Flags win over environment variables, which win over the config file, which wins over the
+/// defaults; a bad key fails at start and is named.
+#[test]
+fn config_file_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("incidentd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://from-file.example\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let started = |extra_env: Option<&str>, extra_flag: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command.arg("serve").arg("--config").arg(&config).env_remove("INCIDENTD_PUBLIC_URL");
+        if let Some(url) = extra_env {
+            command.env("INCIDENTD_PUBLIC_URL", url);
+        }
+        if let Some(url) = extra_flag {
+            command.args(["--public-url", url]);
+        }
+        let mut process = Process::spawn(&mut command);
+        let line = process.wait_for("webhook URLs start with ");
+        assert!(process.terminate().0.success());
+        line
+    };
+    assert!(started(None, None).contains("https://from-file.example/v1/hooks"), "the file applies");
+    assert!(started(Some("https://from-env.example"), None).contains("https://from-env.example/"));
+    let line = started(Some("https://from-env.example"), Some("https://from-flag.example"));
+    assert!(line.contains("https://from-flag.example/"), "{line}");
+    assert!(dir.path().join("data/admin-token").exists(), "data_dir came from the file");
+
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nlisten_port = 9\n").unwrap();
+    let output = Command::new(BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listen_port"), "the bad key is named: {stderr}");
+
+    std::fs::write(&config, "rate_limit = \"fast\"\n").unwrap();
+    let output = Command::new(BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("rate_limit"), "{stderr}");
+}
