@@ -10,9 +10,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use incidentd::api::limits::RateLimit;
 use incidentd::audit;
-use incidentd::engine::EngineOptions;
+use incidentd::engine::{Engine, EngineError, EngineOptions};
 use incidentd::server::{self, ServeConfig};
-use incidentd::store::StoreOptions;
+use incidentd::store::{StoreError, StoreOptions};
 use serde::Deserialize;
 
 #[derive(Parser)]
@@ -36,6 +36,33 @@ enum Command {
     /// projections equal to a refold. Exits 1, naming the first bad seq, if not. The service must
     /// be stopped.
     Verify(OfflineArgs),
+    /// Manage integrations from the command line.
+    Integration {
+        #[command(subcommand)]
+        action: IntegrationAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum IntegrationAction {
+    /// Create an integration and print its webhook URL (shown only this once). Works on a
+    /// stopped service's data directory; while the service runs, prints the request to send it.
+    Create(CreateIntegrationArgs),
+}
+
+#[derive(Args)]
+struct CreateIntegrationArgs {
+    /// A name for people, e.g. the team or the Postman workspace.
+    #[arg(long)]
+    name: String,
+    /// The service's public URL, for the webhook URL printed.
+    #[arg(long, env = "INCIDENTD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The service's listen address, for the webhook URL when no public URL is set.
+    #[arg(long, env = "INCIDENTD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[command(flatten)]
+    offline: OfflineArgs,
 }
 
 #[derive(Args)]
@@ -117,11 +144,14 @@ fn main() -> anyhow::Result<ExitCode> {
             apply_config_file(args, sub)?;
         }
         None => apply_config_file(&mut cli.serve, &matches)?,
-        Some(Command::Replay(_) | Command::Verify(_)) => {}
+        Some(Command::Replay(_) | Command::Verify(_) | Command::Integration { .. }) => {}
     }
     let log_format = match &cli.command {
         Some(Command::Serve(args)) => args.logging.log_format,
         Some(Command::Replay(args) | Command::Verify(args)) => args.logging.log_format,
+        Some(Command::Integration { action: IntegrationAction::Create(args) }) => {
+            args.offline.logging.log_format
+        }
         None => cli.serve.logging.log_format,
     };
     let logs = tracing_subscriber::fmt()
@@ -138,6 +168,9 @@ fn main() -> anyhow::Result<ExitCode> {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Replay(args)) => replay(&args),
         Some(Command::Verify(args)) => verify(&args),
+        Some(Command::Integration { action: IntegrationAction::Create(args) }) => {
+            create_integration(&args)
+        }
         None => serve(cli.serve),
     }
 }
@@ -146,6 +179,42 @@ fn replay(args: &OfflineArgs) -> anyhow::Result<ExitCode> {
     let report = audit::replay_offline(&args.data_dir, &args.store_options())
         .with_context(|| format!("replaying {}", args.data_dir.display()))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create_integration(args: &CreateIntegrationArgs) -> anyhow::Result<ExitCode> {
+    let base = args.public_url.clone().unwrap_or_else(|| match args.listen.parse() {
+        Ok(addr) => server::default_public_url(addr),
+        Err(_) => format!("http://{}", args.listen),
+    });
+    let base = base.trim_end_matches('/');
+    let options = EngineOptions { store: args.offline.store_options(), ..EngineOptions::default() };
+    let engine = match Engine::open(&args.offline.data_dir, options) {
+        Ok(engine) => engine,
+        Err(EngineError::Storage(StoreError::Locked(_))) => {
+            let token_file = args.offline.data_dir.join("admin-token");
+            let body = serde_json::json!({ "name": args.name });
+            println!("The service is running on this data directory; ask it instead:\n");
+            println!(
+                "curl -s -X POST {base}/v1/integrations \\\n  -H \"Authorization: Bearer $(cat {})\" \\\n  -H 'Content-Type: application/json' -d '{body}'",
+                token_file.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("opening {}", args.offline.data_dir.display()))
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let created = runtime.block_on(engine.create_integration(&args.name))?;
+    let output = serde_json::json!({
+        "id": created.integration.id,
+        "name": created.integration.name,
+        "created_at": created.integration.created_at,
+        "token": created.token,
+        "webhook_url": format!("{base}/v1/hooks/postman/{}", created.token),
+    });
+    println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(ExitCode::SUCCESS)
 }
 

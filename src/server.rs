@@ -134,7 +134,9 @@ impl Running {
     }
 }
 
-fn default_public_url(addr: SocketAddr) -> String {
+/// The base URL when none is configured: the bound address, with an unspecified address
+/// (`0.0.0.0`, `::`) replaced by loopback.
+pub fn default_public_url(addr: SocketAddr) -> String {
     let host = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
         ip if ip.is_unspecified() => "[::1]".to_owned(),

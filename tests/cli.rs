@@ -238,3 +238,43 @@ fn config_file_precedence() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("rate_limit"), "{stderr}");
 }
+
+/// `incidentd integration create` makes a working webhook URL offline, and points at the running
+/// service when there is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integration_create_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["integration", "create", "--name", "From the CLI", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("INCIDENTD_PUBLIC_URL")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let token = created["token"].as_str().unwrap();
+    assert!(created["webhook_url"].as_str().unwrap().ends_with(token));
+
+    let mut server = Process::spawn(
+        Command::new(BIN).args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path()),
+    );
+    let base = server.listening_base();
+    let delivered = reqwest::Client::new()
+        .post(format!("{base}/v1/hooks/postman/{token}"))
+        .json(&serde_json::json!({"monitor_uid": "m", "metrics": {"failedTests": 1, "errors": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), 202, "the token made offline works");
+
+    let output = Command::new(BIN)
+        .args(["integration", "create", "--name", "While running", "--data-dir"])
+        .arg(dir.path())
+        .args(["--public-url", &base])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let hint = String::from_utf8_lossy(&output.stdout);
+    assert!(hint.contains(&format!("curl -s -X POST {base}/v1/integrations")), "{hint}");
+    assert!(server.terminate().0.success());
+}
