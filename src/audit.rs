@@ -12,14 +12,17 @@ use crate::store::{Dirty, Store, StoreError, StoreOptions};
 
 /// The result of walking the log: whether it is the unbroken chain the writer wrote and folds
 /// without contradiction, and where it first is not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct VerifyReport {
     pub ok: bool,
     /// Events checked and found good.
     pub events: u64,
     pub head_seq: Seq,
+    /// SHA-256 (hex) of the last good event.
+    #[schema(value_type = String)]
     pub head_hash: Digest256,
     /// Digest of the projections folded from the verified events (null when the log is bad).
+    #[schema(value_type = Option<String>)]
     pub projection_digest: Option<Digest256>,
     /// The first seq that is altered, missing, out of place or contradicts the log before it.
     pub first_bad_seq: Option<Seq>,
@@ -106,11 +109,15 @@ pub fn fold_prefix(store: &Store, up_to: Seq) -> Result<State, EngineError> {
 
 /// What a replay did: how many events it folded, how long it took, and whether the rebuilt
 /// projections equal the ones they replaced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReplayReport {
     pub events_replayed: u64,
     pub duration_ms: u64,
+    /// SHA-256 (hex) over a canonical serialization of the projections replaced.
+    #[schema(value_type = String)]
     pub digest_before: Digest256,
+    /// The same over the rebuilt projections.
+    #[schema(value_type = String)]
     pub digest_after: Digest256,
     pub identical: bool,
 }

@@ -11,7 +11,7 @@ use crate::domain::{
 };
 use crate::engine::{ActionReceipt, IngestReceipt};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct IntegrationDto {
     pub id: IntegrationId,
     pub name: String,
@@ -33,7 +33,7 @@ impl From<&Integration> for IntegrationDto {
 }
 
 /// Returned once, on creation: the only time the token and the URL that carries it are shown.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedIntegrationDto {
     pub id: IntegrationId,
     pub name: String,
@@ -44,7 +44,7 @@ pub struct CreatedIntegrationDto {
 
 /// Returned once, on rotation: the new token and URL. The previous token keeps working until
 /// `previous_token_valid_until`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RotatedIntegrationDto {
     pub id: IntegrationId,
     pub name: String,
@@ -54,7 +54,7 @@ pub struct RotatedIntegrationDto {
     pub previous_token_valid_until: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ApiTokenDto {
     pub id: ApiTokenId,
     pub name: String,
@@ -78,19 +78,19 @@ impl From<&ApiToken> for ApiTokenDto {
 }
 
 /// Returned once, on creation: the only time the token is shown.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedTokenDto {
     #[serde(flatten)]
     pub api_token: ApiTokenDto,
     pub token: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct IntegrationList {
     pub integrations: Vec<IntegrationDto>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct IncidentRefDto {
     pub id: IncidentId,
     pub status: IncidentStatus,
@@ -102,7 +102,7 @@ impl From<IncidentRef> for IncidentRefDto {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct IngestResponse {
     pub seq: Seq,
     pub event_id: crate::domain::EventId,
@@ -125,7 +125,7 @@ impl From<IngestReceipt> for IngestResponse {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct IncidentDto {
     pub id: IncidentId,
     pub integration_id: IntegrationId,
@@ -176,7 +176,7 @@ impl From<&Incident> for IncidentDto {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct IncidentList {
     pub incidents: Vec<IncidentDto>,
     /// Pass as `cursor` to get the next page; null on the last page.
@@ -185,7 +185,7 @@ pub struct IncidentList {
 
 /// One event on an incident's timeline. Fields that belong to one kind only are left out of the
 /// others.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub seq: Seq,
     pub at: DateTime<Utc>,
@@ -240,7 +240,7 @@ impl TryFrom<&TimelineStep<'_>> for TimelineEntry {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct IncidentDetail {
     #[serde(flatten)]
     pub incident: IncidentDto,
@@ -248,7 +248,7 @@ pub struct IncidentDetail {
 }
 
 /// The answer to an acknowledgement or a note.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ActionResponse {
     pub seq: Seq,
     pub event_id: crate::domain::EventId,
@@ -266,7 +266,7 @@ impl From<ActionReceipt> for ActionResponse {
 }
 
 /// One run in a monitor's history.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RunDto {
     pub seq: Seq,
     pub at: DateTime<Utc>,
@@ -276,7 +276,7 @@ pub struct RunDto {
     pub incident_id: Option<IncidentId>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MonitorHistory {
     pub monitor: MonitorDto,
     /// Newest first.
@@ -286,16 +286,17 @@ pub struct MonitorHistory {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EventPage {
-    /// Stored events exactly as in the log, oldest first.
+    /// Stored events exactly as in the log, oldest first (see docs/ARCHITECTURE.md, *Events*).
+    #[schema(value_type = Vec<Object>)]
     pub events: Vec<Event>,
     /// Pass as `after` for the next page; null when the log has no more events.
     pub next_after: Option<Seq>,
 }
 
 /// Projections as of one point in the log.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct StateDto {
     pub at_seq: Seq,
     pub integrations: Vec<IntegrationDto>,
@@ -315,7 +316,7 @@ impl From<&State> for StateDto {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MonitorDto {
     pub integration_id: IntegrationId,
     pub monitor_uid: String,
@@ -344,7 +345,44 @@ impl From<&Monitor> for MonitorDto {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MonitorList {
     pub monitors: Vec<MonitorDto>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` (liveness) or `ready` (readiness).
+    pub status: &'static str,
+    /// The last durable event, on readiness.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_seq: Option<Seq>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeliveryList {
+    /// Newest first.
+    pub deliveries: Vec<crate::api::limits::Delivery>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<ApiTokenDto>,
+}
+
+/// The Postman "Post monitoring results" payload, as far as incidentd reads it. Every other field
+/// is accepted and kept verbatim.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the request body for the OpenAPI document only.
+pub struct PostmanRun {
+    /// The monitor's unique id, `<ownerId>-<uuid>`; required, not empty.
+    monitor_uid: String,
+    monitor_name: Option<String>,
+    collection_name: Option<String>,
+    collection_uid: Option<String>,
+    environment_name: Option<String>,
+    environment_uid: Option<String>,
+    metrics: Metrics,
+    user_id: Option<String>,
+    user_name: Option<String>,
 }

@@ -79,14 +79,17 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// The body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Stable and machine-readable, e.g. `missing_field`.
     code: &'a str,
+    /// For people: names the field, position or rule that was broken.
     message: &'a str,
 }
 
@@ -111,7 +114,7 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
-        response.json(Body { error: Inner { code: self.code, message: &self.message } })
+        response.json(ErrorBody { error: ErrorDetail { code: self.code, message: &self.message } })
     }
 }
 

@@ -9,9 +9,10 @@ use serde::Deserialize;
 
 use super::auth::{Admin, Reader};
 use super::dto::*;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::limits::Delivery;
 use super::AppState;
+use crate::audit::{ReplayReport, VerifyReport};
 use crate::domain::{
     incident_timeline, parse_run, ApiTokenId, Event, EventBody, Incident, IncidentId,
     IncidentStatus, IntegrationId, Monitor, MonitorKey, MonitorUid, RunReport, Seq, State,
@@ -20,9 +21,10 @@ use crate::engine::EngineError;
 
 type Data = web::Data<AppState>;
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health), (status = 503, description = "Writes stopped after a storage failure", body = ErrorBody)))]
 pub async fn healthz(state: Data) -> HttpResponse {
     if state.engine.is_healthy() {
-        HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+        HttpResponse::Ok().json(Health { status: "ok", head_seq: None })
     } else {
         HttpResponse::from_error(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -34,10 +36,11 @@ pub async fn healthz(state: Data) -> HttpResponse {
 
 /// Ready for traffic: the store is open and the projections caught up (the engine opens before the
 /// server binds), and writes are being accepted.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Health), (status = 503, description = "Writes stopped after a storage failure", body = ErrorBody)))]
 pub async fn readyz(state: Data) -> HttpResponse {
     if state.engine.is_healthy() {
         let head = state.engine.state().applied();
-        HttpResponse::Ok().json(serde_json::json!({"status": "ready", "head_seq": head}))
+        HttpResponse::Ok().json(Health { status: "ready", head_seq: Some(head) })
     } else {
         HttpResponse::from_error(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -48,6 +51,7 @@ pub async fn readyz(state: Data) -> HttpResponse {
 }
 
 /// Prometheus text exposition. Needs a reader or admin token, like every other read.
+#[utoipa::path(get, path = "/metrics", tag = "health", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn metrics(_: Reader, state: Data) -> HttpResponse {
     let text = state.engine.metrics().render(&state.engine.state());
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text)
@@ -89,11 +93,12 @@ fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateIntegration {
     name: String,
 }
 
+#[utoipa::path(post, path = "/v1/integrations", tag = "integrations", security(("bearer" = [])), request_body = CreateIntegration, responses((status = 201, body = CreatedIntegrationDto), (status = 400, description = "Body not a JSON object", body = ErrorBody), (status = 422, description = "Body breaks the schema", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "A reader token on an admin route", body = ErrorBody), (status = 503, description = "Writes stopped after a storage failure", body = ErrorBody)))]
 pub async fn create_integration(
     _: Admin,
     state: Data,
@@ -111,6 +116,7 @@ pub async fn create_integration(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/integrations", tag = "integrations", security(("bearer" = [])), responses((status = 200, body = IntegrationList), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "A reader token on an admin route", body = ErrorBody)))]
 pub async fn list_integrations(_: Admin, state: Data) -> HttpResponse {
     let integrations = state.engine.state().integrations().map(IntegrationDto::from).collect();
     HttpResponse::Ok().json(IntegrationList { integrations })
@@ -120,6 +126,7 @@ fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> 
     raw.parse().map_err(|_| ApiError::not_found(format!("{what} {raw}")))
 }
 
+#[utoipa::path(delete, path = "/v1/integrations/{id}", tag = "integrations", security(("bearer" = [])), params(("id" = String, Path, description = "The id")), responses((status = 200, body = IntegrationDto), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "A reader token on an admin route", body = ErrorBody), (status = 503, description = "Writes stopped after a storage failure", body = ErrorBody)))]
 pub async fn revoke_integration(
     _: Admin,
     state: Data,
@@ -130,6 +137,7 @@ pub async fn revoke_integration(
     Ok(HttpResponse::Ok().json(IntegrationDto::from(&integration)))
 }
 
+#[utoipa::path(post, path = "/v1/hooks/postman/{token}", tag = "webhook", params(("token" = String, Path, description = "The integration's webhook token"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters")), request_body = PostmanRun, responses((status = 202, description = "Durable", body = IngestResponse), (status = 400, description = "Body not a JSON object", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 413, description = "Body above the limit", body = ErrorBody), (status = 422, description = "Body breaks the schema", body = ErrorBody), (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody), (status = 503, description = "Writes stopped after a storage failure", body = ErrorBody)))]
 pub async fn ingest(
     state: Data,
     request: HttpRequest,
@@ -203,6 +211,7 @@ async fn accept_delivery(
     })
 }
 
+#[utoipa::path(get, path = "/v1/integrations/{id}/deliveries", tag = "integrations", security(("bearer" = [])), params(("id" = String, Path, description = "The id")), responses((status = 200, body = DeliveryList), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "A reader token on an admin route", body = ErrorBody)))]
 pub async fn deliveries(
     _: Admin,
     state: Data,
@@ -212,15 +221,16 @@ pub async fn deliveries(
     if state.engine.state().integration(id).is_none() {
         return Err(ApiError::not_found(format!("integration {id}")));
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "deliveries": state.deliveries.recent(id) })))
+    Ok(HttpResponse::Ok().json(DeliveryList { deliveries: state.deliveries.recent(id) }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct Rotate {
     /// Seconds the previous token keeps working; the configured grace when absent.
     grace_s: Option<u32>,
 }
 
+#[utoipa::path(post, path = "/v1/integrations/{id}/rotate", tag = "integrations", security(("bearer" = [])), params(("id" = String, Path, description = "The id")), request_body(content = Option<Rotate>, description = "Optional"), responses((status = 200, body = RotatedIntegrationDto), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "A reader token on an admin route", body = ErrorBody), (status = 503, description = "Writes stopped after a storage failure", body = ErrorBody)))]
 pub async fn rotate_integration(
     _: Admin,
     state: Data,
@@ -247,11 +257,12 @@ pub async fn rotate_integration(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateToken {
     name: String,
 }
 
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", security(("bearer" = [])), request_body = CreateToken, responses((status = 201, body = CreatedTokenDto), (status = 400, description = "Body not a JSON object", body = ErrorBody), (status = 422, description = "Body breaks the schema", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "A reader token on an admin route", body = ErrorBody), (status = 503, description = "Writes stopped after a storage failure", body = ErrorBody)))]
 pub async fn create_token(
     _: Admin,
     state: Data,
@@ -264,11 +275,13 @@ pub async fn create_token(
         .json(CreatedTokenDto { token, api_token: ApiTokenDto::from(&api_token) }))
 }
 
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", security(("bearer" = [])), responses((status = 200, body = TokenList), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "A reader token on an admin route", body = ErrorBody)))]
 pub async fn list_tokens(_: Admin, state: Data) -> HttpResponse {
-    let tokens = state.engine.state().api_tokens().map(ApiTokenDto::from).collect::<Vec<_>>();
-    HttpResponse::Ok().json(serde_json::json!({ "tokens": tokens }))
+    let tokens = state.engine.state().api_tokens().map(ApiTokenDto::from).collect();
+    HttpResponse::Ok().json(TokenList { tokens })
 }
 
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", security(("bearer" = [])), params(("id" = String, Path, description = "The id")), responses((status = 200, body = ApiTokenDto), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "A reader token on an admin route", body = ErrorBody), (status = 503, description = "Writes stopped after a storage failure", body = ErrorBody)))]
 pub async fn revoke_token(
     _: Admin,
     state: Data,
@@ -279,7 +292,8 @@ pub async fn revoke_token(
     Ok(HttpResponse::Ok().json(ApiTokenDto::from(&revoked)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct IncidentQuery {
     status: Option<IncidentStatus>,
     monitor_uid: Option<String>,
@@ -311,6 +325,7 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/incidents", tag = "incidents", security(("bearer" = [])), params(IncidentQuery), responses((status = 200, body = IncidentList), (status = 400, description = "Invalid query parameter or cursor", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn list_incidents(
     _: Reader,
     state: Data,
@@ -332,6 +347,7 @@ pub async fn list_incidents(
     Ok(HttpResponse::Ok().json(IncidentList { incidents, next_cursor }))
 }
 
+#[utoipa::path(get, path = "/v1/incidents/{id}", tag = "incidents", security(("bearer" = [])), params(("id" = String, Path, description = "The id")), responses((status = 200, body = IncidentDetail), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn get_incident(
     _: Reader,
     state: Data,
@@ -359,12 +375,13 @@ fn blocking(_: actix_web::error::BlockingError) -> ApiError {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Acknowledge {
     by: String,
     note: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/incidents/{id}/acknowledge", tag = "incidents", security(("bearer" = [])), params(("id" = String, Path, description = "The id")), request_body = Acknowledge, responses((status = 200, body = ActionResponse), (status = 400, description = "Body not a JSON object", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody), (status = 422, description = "Body breaks the schema", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "A reader token on an admin route", body = ErrorBody), (status = 503, description = "Writes stopped after a storage failure", body = ErrorBody)))]
 pub async fn acknowledge(
     _: Admin,
     state: Data,
@@ -378,12 +395,13 @@ pub async fn acknowledge(
     Ok(HttpResponse::Ok().json(ActionResponse::from(receipt)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct AddNote {
     by: String,
     text: String,
 }
 
+#[utoipa::path(post, path = "/v1/incidents/{id}/notes", tag = "incidents", security(("bearer" = [])), params(("id" = String, Path, description = "The id")), request_body = AddNote, responses((status = 201, body = ActionResponse), (status = 400, description = "Body not a JSON object", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Body breaks the schema", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "A reader token on an admin route", body = ErrorBody), (status = 503, description = "Writes stopped after a storage failure", body = ErrorBody)))]
 pub async fn add_note(
     _: Admin,
     state: Data,
@@ -397,11 +415,13 @@ pub async fn add_note(
     Ok(HttpResponse::Created().json(ActionResponse::from(receipt)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MonitorQuery {
     integration_id: Option<IntegrationId>,
 }
 
+#[utoipa::path(get, path = "/v1/monitors", tag = "monitors", security(("bearer" = [])), params(MonitorQuery), responses((status = 200, body = MonitorList), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn list_monitors(
     _: Reader,
     state: Data,
@@ -448,6 +468,7 @@ fn find_monitor<'a>(
     }
 }
 
+#[utoipa::path(get, path = "/v1/monitors/{monitor_uid}", tag = "monitors", security(("bearer" = [])), params(("monitor_uid" = String, Path), MonitorQuery), responses((status = 200, body = MonitorDto), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "The uid reports to several integrations; name one", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn get_monitor(
     _: Reader,
     state: Data,
@@ -459,7 +480,8 @@ pub async fn get_monitor(
     Ok(HttpResponse::Ok().json(MonitorDto::from(monitor)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     integration_id: Option<IntegrationId>,
     from: Option<DateTime<Utc>>,
@@ -468,6 +490,7 @@ pub struct HistoryQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/monitors/{monitor_uid}/history", tag = "monitors", security(("bearer" = [])), params(("monitor_uid" = String, Path), HistoryQuery), responses((status = 200, body = MonitorHistory), (status = 400, description = "Invalid query parameter or cursor", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn monitor_history(
     _: Reader,
     state: Data,
@@ -550,7 +573,8 @@ pub async fn monitor_history(
     Ok(HttpResponse::Ok().json(MonitorHistory { monitor, runs, incidents: shown, next_cursor }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
     after: Option<u64>,
     limit: Option<usize>,
@@ -563,6 +587,7 @@ const MAX_EVENT_PAGE: usize = 1000;
 /// that the export runs in constant memory.
 const EXPORT_CHUNK: usize = 512;
 
+#[utoipa::path(get, path = "/v1/events", tag = "audit", security(("bearer" = [])), params(EventQuery), responses((status = 200, body = EventPage, description = "A page; with Accept: application/x-ndjson, every event as one JSON object per line"), (status = 400, description = "Invalid query parameter or cursor", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn list_events(
     _: Reader,
     state: Data,
@@ -643,12 +668,14 @@ pub async fn list_events(
     Ok(HttpResponse::Ok().json(EventPage { events, next_after }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StateQuery {
     at_seq: Option<u64>,
     as_of: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(get, path = "/v1/state", tag = "audit", security(("bearer" = [])), params(StateQuery), responses((status = 200, body = StateDto), (status = 400, description = "Invalid query parameter or cursor", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn state_at(
     _: Reader,
     state: Data,
@@ -689,11 +716,13 @@ enum Target {
     Time(DateTime<Utc>),
 }
 
+#[utoipa::path(post, path = "/v1/replay", tag = "audit", security(("bearer" = [])), responses((status = 200, body = ReplayReport), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "A reader token on an admin route", body = ErrorBody), (status = 503, description = "Writes stopped after a storage failure", body = ErrorBody)))]
 pub async fn replay(_: Admin, state: Data) -> Result<HttpResponse, ApiError> {
     let report = state.engine.replay().await?;
     Ok(HttpResponse::Ok().json(report))
 }
 
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("bearer" = [])), responses((status = 200, body = VerifyReport), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn verify(_: Reader, state: Data) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
     let report = web::block(move || engine.verify()).await.map_err(blocking)?;

@@ -63,7 +63,7 @@ impl RateLimiter {
 }
 
 /// One delivery as an operator sees it: never the body, only its size.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub at: DateTime<Utc>,
     pub status: u16,

@@ -5,6 +5,7 @@ mod dto;
 mod error;
 mod handlers;
 pub mod limits;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,6 +77,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }))
     .service(resource("/healthz").route(web::get().to(handlers::healthz)))
     .service(resource("/readyz").route(web::get().to(handlers::readyz)))
+    .service(resource("/openapi.json").route(web::get().to(|| async {
+        HttpResponse::Ok().content_type("application/json").body(openapi::document())
+    })))
     .service(resource("/metrics").route(web::get().to(handlers::metrics)))
     .service(
         resource("/v1/integrations")

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{SecondsFormat, Utc};
 use clap::{Args, Parser, Subcommand};
-use incidentd::domain::{parse_run, IncidentStatus};
+use incidentd::domain::{parse_run, IncidentStatus, Seq};
 use incidentd::engine::{Engine, EngineOptions};
 use incidentd::store::StoreOptions;
 use rand::rngs::StdRng;
@@ -971,6 +971,22 @@ async fn seed(args: SeedArgs) -> Result<(), BoxError> {
             state.incidents().filter(|i| i.status != IncidentStatus::Resolved).count(),
         )
     };
+    // The mean stored size of an event, from about 1,000 events spread over the log, so that the
+    // disk's bytes per event can be read against the bytes each event really holds.
+    let sampler = engine.clone();
+    let event_bytes = tokio::task::spawn_blocking(move || -> Result<f64, String> {
+        let step = (head / 1000).max(1) as usize;
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for seq in (1..=head).step_by(step) {
+            let event = sampler.event(Seq(seq)).map_err(|e| e.to_string())?;
+            if let Some(event) = event {
+                bytes += event.encode().len() as u64;
+                n += 1;
+            }
+        }
+        Ok(bytes as f64 / n.max(1) as f64)
+    })
+    .await??;
     // Shutting down checkpoints the projections, as a stopped server leaves them; dropping the
     // engine closes sled, which writes out its buffers, before the files are measured.
     let engine = Arc::try_unwrap(engine).map_err(|_| "the engine is still shared")?;
@@ -985,10 +1001,10 @@ async fn seed(args: SeedArgs) -> Result<(), BoxError> {
     let per_sync = stats.events_appended as f64 / stats.syncs.max(1) as f64;
     let table = format!(
         "| events | runs | monitors | incidents | unresolved | seconds | runs/s | events/sync | \
-         bytes on disk | allocated | bytes/event |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
+         bytes on disk | allocated | bytes/event | stored bytes of an event |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
          | {head} | {runs} | {monitors} | {incidents} | {unresolved} | {:.1} | {rate:.0} | \
-         {per_sync:.1} | {apparent} | {allocated} | {:.0} |\n",
+         {per_sync:.1} | {apparent} | {allocated} | {:.0} | {event_bytes:.0} |\n",
         elapsed.as_secs_f64(),
         apparent as f64 / head as f64,
     );
@@ -1007,6 +1023,7 @@ async fn seed(args: SeedArgs) -> Result<(), BoxError> {
             "bytes_on_disk": apparent,
             "bytes_allocated": allocated,
             "bytes_per_event": json_number(apparent as f64 / head as f64),
+            "event_bytes": json_number(event_bytes),
         });
         println!("{report}");
     } else {
@@ -1027,18 +1044,20 @@ async fn get(args: GetArgs) -> Result<(), BoxError> {
     if !(1..=1000).contains(&args.repeat) {
         return Err("--repeat must be between 1 and 1000".into());
     }
+    if !(args.timeout > 0.0 && args.timeout <= 3600.0) {
+        return Err("--timeout must be more than 0 and at most 3600 seconds".into());
+    }
+    let limit = Duration::from_secs_f64(args.timeout);
     let target = Target::parse(&args.url)?;
     let request = get_request(&target, bearer_from_env(&args.bearer_env).as_deref());
     let mut conn = None;
     let (mut times_ms, mut last) = (Vec::new(), (0, 0));
     for _ in 0..args.repeat {
         let started = Instant::now();
-        let response = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            exchange(&mut conn, target.addr, &request, false),
-        )
-        .await
-        .map_err(|_| format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))??;
+        let response =
+            tokio::time::timeout(limit, exchange(&mut conn, target.addr, &request, false))
+                .await
+                .map_err(|_| format!("no answer within {} s", args.timeout))??;
         times_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         if !(200..300).contains(&response.status) {
             return Err(format!("{} answered {}", target.redacted(), response.status).into());

@@ -104,7 +104,7 @@ impl EventBody {
 
 /// What an API token may do. The admin token is configuration, not an event, so it has no role
 /// here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads incidents, monitors, history, the log, past states and verification; writes nothing.

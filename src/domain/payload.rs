@@ -45,7 +45,7 @@ impl PayloadError {
 
 /// The run metrics the engine reads. Postman's own field names are kept so that an auditor sees
 /// exactly what Postman reported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Metrics {
     pub failed_tests: u32,
@@ -62,7 +62,7 @@ pub struct Metrics {
 }
 
 /// What a run says about its monitor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Failing,
