@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::run;
+use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -38,6 +39,28 @@ fn start(dir: &Path) -> (Child, String) {
     // Keep draining the log so the process never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     (child, base)
+}
+
+async fn admin_json(client: &reqwest::Client, method: Method, url: &str) -> Value {
+    client.request(method, url).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap()
+}
+
+/// Every acknowledged (seq, event id) is in the restarted server's log, which verifies.
+async fn assert_kept(
+    client: &reqwest::Client,
+    base: &str,
+    acknowledged: &[(u64, String)],
+    when: &str,
+) {
+    let events = all_events(client, base).await;
+    for (seq, event_id) in acknowledged {
+        let stored =
+            events.get(seq).unwrap_or_else(|| panic!("{when}: acknowledged event {seq} is lost"));
+        assert_eq!(stored["event_id"].as_str(), Some(event_id.as_str()), "{when}: event {seq}");
+    }
+    let verified = admin_json(client, Method::GET, &format!("{base}/v1/audit/verify")).await;
+    assert_eq!(verified["ok"], true, "{when}: {verified}");
+    assert_eq!(verified["head_seq"].as_u64(), events.keys().last().copied(), "{when}");
 }
 
 async fn all_events(client: &reqwest::Client, base: &str) -> BTreeMap<u64, Value> {
@@ -134,24 +157,7 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_delivery(
     assert!(status.unwrap().success(), "SIGTERM exits 0: {status:?}");
 
     let (mut child, base) = start(dir.path());
-    let events = all_events(&client, &base).await;
-    for (seq, event_id) in &acknowledged {
-        assert_eq!(
-            events.get(seq).and_then(|e| e["event_id"].as_str()),
-            Some(event_id.as_str()),
-            "event {seq}"
-        );
-    }
-    let verified: Value = client
-        .get(format!("{base}/v1/audit/verify"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(verified["ok"], true, "{verified}");
+    assert_kept(&client, &base, &acknowledged, "after SIGTERM").await;
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -160,7 +166,7 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_delivery(
 async fn every_acknowledged_delivery_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
-    let mut acknowledged: BTreeMap<u64, String> = BTreeMap::new();
+    let mut acknowledged: Vec<(u64, String)> = Vec::new();
     let mut webhook_token: Option<String> = None;
 
     for round in 0..3usize {
@@ -188,37 +194,8 @@ async fn every_acknowledged_delivery_survives_sigkill() {
         acknowledged.extend(acked);
 
         let (mut child, base) = start(dir.path());
-        let events = all_events(&client, &base).await;
-        for (seq, event_id) in &acknowledged {
-            let stored = events
-                .get(seq)
-                .unwrap_or_else(|| panic!("round {round}: acknowledged event {seq} is lost"));
-            assert_eq!(
-                stored["event_id"].as_str(),
-                Some(event_id.as_str()),
-                "round {round}: event {seq}"
-            );
-        }
-        let verified: Value = client
-            .get(format!("{base}/v1/audit/verify"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(verified["ok"], true, "round {round}: {verified}");
-        assert_eq!(verified["head_seq"].as_u64(), events.keys().last().copied());
-        let replay: Value = client
-            .post(format!("{base}/v1/replay"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        assert_kept(&client, &base, &acknowledged, &format!("round {round}")).await;
+        let replay = admin_json(&client, Method::POST, &format!("{base}/v1/replay")).await;
         assert_eq!(replay["identical"], true, "round {round}: {replay}");
         child.kill().unwrap();
         child.wait().unwrap();
