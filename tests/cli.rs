@@ -14,6 +14,14 @@ struct Process {
     log: Vec<String>,
 }
 
+impl Drop for Process {
+    /// A failed assertion must not leave the server running after the test.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Process {
     fn spawn(command: &mut Command) -> Process {
         let mut child = command
@@ -62,7 +70,7 @@ impl Process {
         assert!(killed.success());
         let status = self.child.wait().unwrap();
         self.log.extend(self.lines.iter());
-        (status, self.log)
+        (status, std::mem::take(&mut self.log))
     }
 }
 

@@ -19,7 +19,30 @@ const BIN: &str = env!("CARGO_BIN_EXE_incidentd");
 const ADMIN: &str = "adm_crash-test-token";
 
 /// Starts the binary on a free port and returns it with its base URL, read from its log.
-fn start(dir: &Path) -> (Child, String) {
+/// The server process; killed when dropped, so that a failed assertion leaves nothing running.
+struct Server(Child);
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path) -> (Server, String) {
     let mut child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
@@ -38,7 +61,7 @@ fn start(dir: &Path) -> (Child, String) {
     };
     // Keep draining the log so the process never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    (child, base)
+    (Server(child), base)
 }
 
 async fn admin_json(client: &reqwest::Client, method: Method, url: &str) -> Value {
