@@ -10,7 +10,7 @@
 //!   start-up benchmarks, and prints what it wrote and how many bytes that takes on disk.
 //! - `get`, `wait`, `integration`, `free-port`: the small HTTP steps the benchmark script needs
 //!   (timed GETs, waiting for `/healthz`, creating an integration, picking a free port), so that the
-//!   script needs nothing beyond bash and coreutils.
+//!   script needs nothing beyond bash, coreutils, sed and awk.
 //!
 //! The HTTP client is a minimal HTTP/1.1 client over `tokio::net::TcpStream`: one request in flight
 //! per connection, connections kept alive. It does far less work per request than a general client,
@@ -35,6 +35,8 @@ use incidentd::engine::{Engine, EngineOptions};
 use incidentd::store::StoreOptions;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+// tokio's `net` and `io-util` features are not named in Cargo.toml; actix-web's dependencies turn
+// them on for the whole build. Naming them there would make this binary independent of that.
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -165,6 +167,9 @@ struct GetArgs {
     /// which takes far longer than an ingest request on a large log.
     #[arg(long, default_value_t = 300.0)]
     timeout: f64,
+    /// Print the last answer's body on stdout instead of the timings (e.g. to read `/metrics`).
+    #[arg(long, conflicts_with = "json")]
+    body: bool,
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -652,6 +657,9 @@ struct Tally {
     latencies_us: Vec<u64>,
     statuses: BTreeMap<u16, u64>,
     io_errors: u64,
+    /// 2xx answers during the warm-up, so that CPU time over the whole run can be divided by
+    /// every request it served.
+    warmup_ok: u64,
 }
 
 async fn sender(id: u64, target: Arc<Target>, workload: Workload, plan: Arc<Plan>) -> Tally {
@@ -691,6 +699,8 @@ async fn sender(id: u64, target: Arc<Target>, workload: Workload, plan: Arc<Plan
                     if (200..300).contains(&response.status) {
                         tally.latencies_us.push(elapsed_us);
                     }
+                } else if (200..300).contains(&response.status) {
+                    tally.warmup_ok += 1;
                 }
             }
             Ok(Err(_)) | Err(_) => {
@@ -754,6 +764,7 @@ async fn http(args: HttpArgs) -> Result<(), BoxError> {
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", target.redacted()))?;
 
+    let cpu_before = process_cpu_seconds();
     let start = Instant::now();
     let warmup_end = start + Duration::from_secs_f64(args.warmup);
     let plan = Arc::new(Plan {
@@ -777,12 +788,17 @@ async fn http(args: HttpArgs) -> Result<(), BoxError> {
         format!("senders were still busy {} s after the measuring window", GRACE.as_secs())
     })?;
     let measured = Instant::now().saturating_duration_since(warmup_end);
+    let client_cpu = match (cpu_before, process_cpu_seconds()) {
+        (Some(before), Some(after)) => after - before,
+        _ => f64::NAN,
+    };
 
     let mut total = Tally::default();
     for tally in tallies {
         let tally = tally?;
         total.latencies_us.extend(tally.latencies_us);
         total.io_errors += tally.io_errors;
+        total.warmup_ok += tally.warmup_ok;
         for (status, n) in tally.statuses {
             *total.statuses.entry(status).or_default() += n;
         }
@@ -797,6 +813,9 @@ async fn http(args: HttpArgs) -> Result<(), BoxError> {
         Format::Alertmanager => "alertmanager".to_owned(),
     });
     let p = |q| percentile_ms(&total.latencies_us, q);
+    // The load generator's own CPU per request: on a small machine it competes with the server
+    // for the same cores, so it is reported next to the figures it may have lowered.
+    let client_us = client_cpu * 1e6 / (ok + total.warmup_ok).max(1) as f64;
 
     let mut table = String::new();
     let statuses: Vec<String> = total.statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
@@ -825,7 +844,7 @@ async fn http(args: HttpArgs) -> Result<(), BoxError> {
         p(1.0),
     );
     table += &format!(
-        "statuses: {}\n",
+        "statuses: {}; load generator CPU {client_cpu:.2} s ({client_us:.0} us per 2xx)\n",
         if statuses.is_empty() { "none".into() } else { statuses.join(", ") }
     );
 
@@ -850,6 +869,9 @@ async fn http(args: HttpArgs) -> Result<(), BoxError> {
             "p90_ms": json_number(p(0.90)),
             "p99_ms": json_number(p(0.99)),
             "max_ms": json_number(p(1.0)),
+            "warmup_ok": total.warmup_ok,
+            "client_cpu_s": json_number(client_cpu),
+            "client_cpu_us_per_request": json_number(client_us),
             "statuses": total.statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect::<BTreeMap<_, _>>(),
         });
         println!("{report}");
@@ -857,6 +879,19 @@ async fn http(args: HttpArgs) -> Result<(), BoxError> {
         print!("{table}");
     }
     Ok(())
+}
+
+/// CPU time (user and system, all threads) this process has used so far, from
+/// `/proc/self/stat`; `None` where that file cannot be read.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    // utime and stime are fields 14 and 15 of the file, the 12th and 13th after the name.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // Linux reports these in USER_HZ ticks: 100 per second on x86-64 and arm64.
+    Some((utime + stime) / 100.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1051,11 +1086,11 @@ async fn get(args: GetArgs) -> Result<(), BoxError> {
     let target = Target::parse(&args.url)?;
     let request = get_request(&target, bearer_from_env(&args.bearer_env).as_deref());
     let mut conn = None;
-    let (mut times_ms, mut last) = (Vec::new(), (0, 0));
+    let (mut times_ms, mut last, mut body) = (Vec::new(), (0, 0), None);
     for _ in 0..args.repeat {
         let started = Instant::now();
         let response =
-            tokio::time::timeout(limit, exchange(&mut conn, target.addr, &request, false))
+            tokio::time::timeout(limit, exchange(&mut conn, target.addr, &request, args.body))
                 .await
                 .map_err(|_| format!("no answer within {} s", args.timeout))??;
         times_ms.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -1063,6 +1098,11 @@ async fn get(args: GetArgs) -> Result<(), BoxError> {
             return Err(format!("{} answered {}", target.redacted(), response.status).into());
         }
         last = (response.status, response.body_bytes);
+        body = response.body;
+    }
+    if args.body {
+        std::io::stdout().write_all(&body.unwrap_or_default())?;
+        return Ok(());
     }
     let mut sorted = times_ms.clone();
     sorted.sort_by(f64::total_cmp);
