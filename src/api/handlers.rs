@@ -73,6 +73,14 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     Ok(body)
 }
 
+/// Reads and parses a JSON request body (see `read_body` and `json_body`).
+async fn read_json<T: DeserializeOwned>(
+    payload: web::Payload,
+    limit: usize,
+) -> Result<T, ApiError> {
+    json_body(&read_body(payload, limit).await?)
+}
+
 /// Parses an admin request body: 400 when it is not JSON, 422 when it does not fit `T`.
 fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -104,8 +112,7 @@ pub async fn create_integration(
     state: Data,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, state.body_limit).await?;
-    let request: CreateIntegration = json_body(&body)?;
+    let request: CreateIntegration = read_json(payload, state.body_limit).await?;
     let created = state.engine.create_integration(&request.name).await?;
     Ok(HttpResponse::Created().json(CreatedIntegrationDto {
         id: created.integration.id,
@@ -268,8 +275,7 @@ pub async fn create_token(
     state: Data,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, state.body_limit).await?;
-    let request: CreateToken = json_body(&body)?;
+    let request: CreateToken = read_json(payload, state.body_limit).await?;
     let (api_token, token) = state.engine.create_api_token(&request.name).await?;
     Ok(HttpResponse::Created()
         .json(CreatedTokenDto { token, api_token: ApiTokenDto::from(&api_token) }))
@@ -389,8 +395,7 @@ pub async fn acknowledge(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id: IncidentId = parse_id(&path, "incident")?;
-    let body = read_body(payload, state.body_limit).await?;
-    let request: Acknowledge = json_body(&body)?;
+    let request: Acknowledge = read_json(payload, state.body_limit).await?;
     let receipt = state.engine.acknowledge(id, &request.by, request.note.as_deref()).await?;
     Ok(HttpResponse::Ok().json(ActionResponse::from(receipt)))
 }
@@ -409,8 +414,7 @@ pub async fn add_note(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id: IncidentId = parse_id(&path, "incident")?;
-    let body = read_body(payload, state.body_limit).await?;
-    let request: AddNote = json_body(&body)?;
+    let request: AddNote = read_json(payload, state.body_limit).await?;
     let receipt = state.engine.add_note(id, &request.by, &request.text).await?;
     Ok(HttpResponse::Created().json(ActionResponse::from(receipt)))
 }
