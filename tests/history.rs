@@ -65,6 +65,10 @@ async fn acknowledgements_and_notes_make_the_timeline() {
 
     // A failing run keeps the acknowledgement; the passing one resolves.
     let ongoing = server.deliver_run(url, &run(MONITOR, 1, 0)).await;
+    for (filter, count) in [("open", 0), ("acknowledged", 1), ("unresolved", 1)] {
+        let (_, listed) = server.get(&format!("/v1/incidents?status={filter}")).await;
+        assert_eq!(listed["incidents"].as_array().unwrap().len(), count, "status={filter}");
+    }
     assert_eq!(
         (ongoing["transition"].as_str(), ongoing["incident"]["status"].as_str()),
         (Some("ongoing"), Some("acknowledged"))
@@ -75,6 +79,8 @@ async fn acknowledgements_and_notes_make_the_timeline() {
     assert_eq!(status, StatusCode::CREATED, "{noted}");
     server.deliver_run(url, &run(MONITOR, 0, 0)).await;
 
+    let (_, listed) = server.get("/v1/incidents?status=unresolved").await;
+    assert_eq!(listed["incidents"].as_array().unwrap().len(), 0, "resolved is not unresolved");
     let (status, late) = server.post_admin(&ack_path, json!({"by": "carol"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "a resolved incident cannot be acknowledged: {late}");
     let (status, _) =

@@ -301,10 +301,32 @@ pub async fn revoke_token(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct IncidentQuery {
-    status: Option<IncidentStatus>,
+    /// `open`, `acknowledged`, `resolved`, or `unresolved` (open or acknowledged).
+    status: Option<StatusFilter>,
     monitor_uid: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
+}
+
+/// The incident statuses a list can ask for: one status, or every one that still needs attention.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusFilter {
+    Open,
+    Acknowledged,
+    Resolved,
+    Unresolved,
+}
+
+impl StatusFilter {
+    fn admits(self, status: IncidentStatus) -> bool {
+        match self {
+            StatusFilter::Open => status == IncidentStatus::Open,
+            StatusFilter::Acknowledged => status == IncidentStatus::Acknowledged,
+            StatusFilter::Resolved => status == IncidentStatus::Resolved,
+            StatusFilter::Unresolved => status != IncidentStatus::Resolved,
+        }
+    }
 }
 
 const DEFAULT_LIMIT: usize = 50;
@@ -341,7 +363,7 @@ pub async fn list_incidents(
     let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let projection = state.engine.state();
     let mut matching = projection.incidents_newest_first(before).filter(|i| {
-        query.status.is_none_or(|s| s == i.status)
+        query.status.is_none_or(|s| s.admits(i.status))
             && query.monitor_uid.as_deref().is_none_or(|u| u == i.monitor_uid.as_str())
     });
     let incidents: Vec<IncidentDto> =
