@@ -90,8 +90,30 @@ async fn the_server_serves_it_and_it_describes_every_route() {
         assert_ne!(answered_status(&body), Some("method_not_allowed"), "{method} {path}");
     }
     assert!(served["components"]["schemas"]["ErrorBody"].is_object());
+    let mut refs = Vec::new();
+    collect_refs(&served, &mut refs);
+    for reference in refs {
+        let name = reference.strip_prefix("#/components/schemas/").expect("a schema reference");
+        assert!(served["components"]["schemas"][name].is_object(), "{reference} resolves");
+    }
     assert!(served["components"]["securitySchemes"]["bearer"].is_object());
     server.stop().await;
+}
+
+/// Every `$ref` in the document.
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("$ref", Value::String(reference)) => out.push(reference.clone()),
+                    _ => collect_refs(inner, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_refs(item, out)),
+        _ => {}
+    }
 }
 
 fn answered_status(body: &Value) -> Option<&str> {

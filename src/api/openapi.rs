@@ -39,6 +39,8 @@ use super::handlers;
         handlers::replay,
         handlers::verify,
     ),
+    // Query parameter types are not collected from the paths; name them here.
+    components(schemas(handlers::StatusFilter)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
