@@ -71,8 +71,13 @@ pub fn verify(store: &Store, up_to: Option<Seq>) -> VerifyReport {
 }
 
 /// Folds every event after `state.applied()` into `state`, checking that each links to the one
-/// before, and records what changed in `dirty`. Returns how many events were folded.
-pub fn catch_up(store: &Store, state: &mut State, dirty: &mut Dirty) -> Result<u64, EngineError> {
+/// before, and records what changed in `dirty` when given one (a rebuild that is checkpointed
+/// whole afterwards needs none). Returns how many events were folded.
+pub fn catch_up(
+    store: &Store,
+    state: &mut State,
+    mut dirty: Option<&mut Dirty>,
+) -> Result<u64, EngineError> {
     let mut prev_hash = match state.applied() {
         Seq::ZERO => Digest256::GENESIS,
         seq => store.event_required(seq)?.hash,
@@ -88,7 +93,9 @@ pub fn catch_up(store: &Store, state: &mut State, dirty: &mut Dirty) -> Result<u
         }
         prev_hash = event.hash;
         let applied = state.apply(&event)?;
-        dirty.record(&applied.touched, state);
+        if let Some(dirty) = dirty.as_deref_mut() {
+            dirty.record(&applied.touched, state);
+        }
         count += 1;
     }
     Ok(count)
@@ -144,13 +151,13 @@ pub fn replay_offline(dir: &Path, options: &StoreOptions) -> Result<ReplayReport
         Ok(Some(state)) => state,
         Ok(None) | Err(_) => State::default(),
     };
-    if catch_up(&store, &mut before, &mut Dirty::default()).is_err() {
+    if catch_up(&store, &mut before, None).is_err() {
         // A checkpoint that cannot be caught up is simply not equal to the rebuild.
         before = State::default();
     }
     let started = Instant::now();
     let mut after = State::default();
-    catch_up(&store, &mut after, &mut Dirty::default())?;
+    catch_up(&store, &mut after, None)?;
     let report = ReplayReport::new(&before, &after, started);
     store.rewrite_checkpoint(&after)?;
     Ok(report)
@@ -180,7 +187,7 @@ pub fn verify_offline(
         Ok(Some(mut state)) => {
             // A checkpoint that cannot be caught up cannot match; its digest as far as it got
             // says so.
-            let _ = catch_up(&store, &mut state, &mut Dirty::default());
+            let _ = catch_up(&store, &mut state, None);
             Some(state.digest())
         }
         Ok(None) | Err(_) => None,

@@ -218,7 +218,7 @@ impl Engine {
         let caught_up = checkpoint.and_then(|mut state| {
             let from = state.applied();
             let mut dirty = Dirty::default();
-            match audit::catch_up(&store, &mut state, &mut dirty) {
+            match audit::catch_up(&store, &mut state, Some(&mut dirty)) {
                 Ok(folded) => Some((state, dirty, Startup { checkpoint: Some(from), events_folded: folded })),
                 Err(e) => {
                     tracing::warn!(error = %e, "projection checkpoint does not fit the log; refolding the log");
@@ -236,7 +236,7 @@ impl Engine {
             // The log is the source of truth: fold it from the first event and checkpoint that.
             None => {
                 let mut state = State::default();
-                let folded = audit::catch_up(&store, &mut state, &mut Dirty::default())?;
+                let folded = audit::catch_up(&store, &mut state, None)?;
                 store.rewrite_checkpoint(&state)?;
                 (state, Startup { checkpoint: None, events_folded: folded })
             }
@@ -834,7 +834,7 @@ impl Writer {
     /// Catches a rebuilt state up to the head, compares it with the live one, and makes it the
     /// live, published and checkpointed state.
     fn swap(&mut self, mut rebuilt: State, started: Instant) -> Result<ReplayReport, EngineError> {
-        audit::catch_up(&self.shared.store, &mut rebuilt, &mut Dirty::default())?;
+        audit::catch_up(&self.shared.store, &mut rebuilt, None)?;
         let report = ReplayReport::new(&self.state, &rebuilt, started);
         if !report.identical {
             tracing::warn!(

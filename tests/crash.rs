@@ -64,6 +64,12 @@ fn start(dir: &Path) -> (Server, String) {
     (Server(child), base)
 }
 
+async fn create_integration(client: &reqwest::Client, base: &str, name: &str) -> Value {
+    let url = format!("{base}/v1/integrations");
+    let response = client.post(url).bearer_auth(ADMIN).json(&serde_json::json!({ "name": name }));
+    response.send().await.unwrap().json().await.unwrap()
+}
+
 async fn admin_json(client: &reqwest::Client, method: Method, url: &str) -> Value {
     client.request(method, url).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap()
 }
@@ -159,16 +165,7 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_delivery(
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
     let (mut child, base) = start(dir.path());
-    let created: Value = client
-        .post(format!("{base}/v1/integrations"))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({"name": "graceful"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = create_integration(&client, &base, "graceful").await;
     let url = created["webhook_url"].as_str().unwrap().to_owned();
     let mut status = None;
     let acknowledged = load_until_stopped(&client, &url, 0, || {
@@ -195,16 +192,7 @@ async fn every_acknowledged_delivery_survives_sigkill() {
     for round in 0..3usize {
         let (mut child, base) = start(dir.path());
         if webhook_token.is_none() {
-            let created: Value = client
-                .post(format!("{base}/v1/integrations"))
-                .bearer_auth(ADMIN)
-                .json(&serde_json::json!({"name": "crash"}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let created = create_integration(&client, &base, "crash").await;
             webhook_token = Some(created["token"].as_str().unwrap().to_owned());
         }
         let url = format!("{base}/v1/hooks/postman/{}", webhook_token.as_ref().unwrap());
