@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix_web::{web, App, HttpServer};
 
 use crate::api::limits::{Deliveries, RateLimit, RateLimiter};
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, AuditRecord};
 use crate::engine::{hash_token, new_secret, Engine, EngineError, EngineOptions};
 
 /// Everything `serve` needs.
@@ -186,6 +186,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         body_limit: config.body_limit,
         rate_limiter: RateLimiter::new(config.rate_limit),
         deliveries: Deliveries::new(config.deliveries_kept),
+        audit: AuditRecord::default(),
     });
     let mut server = HttpServer::new(move || {
         App::new()

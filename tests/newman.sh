@@ -20,22 +20,9 @@ if [ ! -x "$bin" ]; then
   exit 2
 fi
 
+# shellcheck source=tests/server.sh
+source tests/server.sh
 work=$(mktemp -d "${TMPDIR:-/tmp}/incidentd-newman.XXXXXX")
-server_pid=
-stop_server() {
-  [ -n "$server_pid" ] || return 0
-  if kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    # Bounded wait for the graceful shutdown (checkpoint), then force.
-    for _ in $(seq 100); do
-      kill -0 "$server_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=
-}
 cleanup() {
   stop_server
   rm -rf "$work"
@@ -71,35 +58,7 @@ fi
 echo "== newman $("$newman" --version) (node $(node --version 2>/dev/null || echo '?'))"
 
 # --- a fresh server --------------------------------------------------------------------------
-# Nothing from the caller's environment may steer the server elsewhere (public URL, data dir,
-# log filter or format): start it from a clean INCIDENTD_* slate.
-while read -r name; do unset "$name"; done < <(compgen -e | grep '^INCIDENTD_' || true)
-admin_token=adm_$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
-log=$work/server.log
-INCIDENTD_ADMIN_TOKEN=$admin_token RUST_LOG=info NO_COLOR=1 \
-  "$bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" >"$log" 2>&1 &
-server_pid=$!
-
-# Wait (at most 60 s) for the line that names the bound address.
-base_url=
-deadline=$((SECONDS + 60))
-while [ $SECONDS -lt $deadline ]; do
-  base_url=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -oE 'listening on http://127\.0\.0\.1:[0-9]+' |
-    head -n1 | sed 's/^listening on //' || true)
-  [ -n "$base_url" ] && break
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "newman.sh: incidentd exited before listening; its log:" >&2
-    cat "$log" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-if [ -z "$base_url" ]; then
-  echo "newman.sh: incidentd did not log 'listening on http://127.0.0.1:...' within 60 s; its log:" >&2
-  cat "$log" >&2
-  exit 1
-fi
-echo "== incidentd listening on $base_url (data in $work/data)"
+start_server "$bin" "$work"
 
 # --- the collection --------------------------------------------------------------------------
 started=$SECONDS
@@ -114,6 +73,6 @@ echo "== newman exited $status after $((SECONDS - started)) s"
 
 if [ "$status" -ne 0 ]; then
   echo "== incidentd log (last 50 lines)" >&2
-  tail -n 50 "$log" >&2
+  tail -n 50 "$work/server.log" >&2
 fi
 exit "$status"

@@ -12,7 +12,7 @@ use crate::engine::hash_token;
 
 /// Who the bearer token says the caller is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Caller {
+pub(super) enum Caller {
     Admin,
     Reader,
 }
@@ -25,6 +25,11 @@ fn caller(req: &HttpRequest) -> Option<Caller> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)?;
+    caller_for_token(state, token)
+}
+
+/// Who `token` belongs to, if anyone: the admin, a reader, or nobody (unknown or revoked).
+pub(super) fn caller_for_token(state: &AppState, token: &str) -> Option<Caller> {
     // Tokens are compared by their SHA-256 only. The admin hash is compared in constant time;
     // reader tokens are looked up by hash, which reveals nothing usable about the token itself.
     let hash = hash_token(token);

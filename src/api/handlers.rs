@@ -1,5 +1,7 @@
 //! Request handlers: parse at the edge, call the engine, render a DTO.
 
+use std::sync::Arc;
+
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -15,9 +17,9 @@ use super::AppState;
 use crate::audit::{ReplayReport, VerifyReport};
 use crate::domain::{
     incident_timeline, parse_run, ApiTokenId, Event, EventBody, Incident, IncidentId,
-    IncidentStatus, IntegrationId, Monitor, MonitorKey, MonitorUid, RunReport, Seq, State,
+    IncidentStatus, IntegrationId, Metrics, Monitor, MonitorKey, MonitorUid, RunReport, Seq, State,
 };
-use crate::engine::EngineError;
+use crate::engine::{Engine, EngineError};
 
 type Data = web::Data<AppState>;
 
@@ -118,7 +120,7 @@ pub async fn create_integration(
         id: created.integration.id,
         name: created.integration.name,
         created_at: created.integration.created_at,
-        webhook_url: format!("{}/v1/hooks/postman/{}", state.public_url, created.token),
+        webhook_url: state.webhook_url(&created.token),
         token: created.token,
     }))
 }
@@ -257,7 +259,7 @@ pub async fn rotate_integration(
     Ok(HttpResponse::Ok().json(RotatedIntegrationDto {
         id: rotated.integration.id,
         name: rotated.integration.name,
-        webhook_url: format!("{}/v1/hooks/postman/{}", state.public_url, rotated.token),
+        webhook_url: state.webhook_url(&rotated.token),
         token: rotated.token,
         rotated_at: rotated.integration.rotated_at,
         previous_token_valid_until: rotated.integration.previous_valid_until,
@@ -395,7 +397,7 @@ pub async fn get_incident(
 }
 
 /// A blocking task that could not finish (the runtime is shutting down).
-fn blocking(_: actix_web::error::BlockingError) -> ApiError {
+pub(super) fn blocking(_: actix_web::error::BlockingError) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
@@ -541,24 +543,16 @@ pub async fn monitor_history(
         let mut page = Vec::new();
         let mut older = runs.iter().rev().filter(|s| before.is_none_or(|b| **s < b));
         for seq in older.by_ref() {
-            let event = engine
-                .event(*seq)?
-                .ok_or_else(|| EngineError::Corrupt(format!("event {seq} is missing")))?;
-            if to.is_some_and(|to| event.recorded_at > to) {
+            let (at, metrics) = stored_run(&engine, *seq)?;
+            if to.is_some_and(|to| at > to) {
                 continue;
             }
-            if from.is_some_and(|from| event.recorded_at < from) {
+            if from.is_some_and(|from| at < from) {
                 return Ok((page, false));
             }
-            let EventBody::MonitorRunReported { payload, .. } = &event.body else {
-                return Err(EngineError::Corrupt(format!("event {seq} is not a run")));
-            };
-            let metrics = RunReport::from_payload(payload)
-                .map_err(|e| EngineError::Corrupt(format!("event {seq}: {e}")))?
-                .metrics;
             page.push(RunDto {
                 seq: *seq,
-                at: event.recorded_at,
+                at,
                 verdict: metrics.verdict(),
                 metrics,
                 incident_id: None,
@@ -572,7 +566,7 @@ pub async fn monitor_history(
             None => false,
             Some(seq) => match from {
                 None => true,
-                Some(from) => engine.event(*seq)?.is_some_and(|e| e.recorded_at >= from),
+                Some(from) => stored_run(&engine, *seq)?.0 >= from,
             },
         };
         Ok((page, more))
@@ -613,6 +607,59 @@ const MAX_EVENT_PAGE: usize = 1000;
 /// that the export runs in constant memory.
 const EXPORT_CHUNK: usize = 512;
 
+/// The durable events after `after` that `keep` accepts, one JSON object per line. The export ends
+/// at the head as it is when it starts; it reads the log in chunks, so memory stays constant
+/// however long the log is.
+pub(super) fn ndjson_export(
+    engine: Arc<Engine>,
+    after: Seq,
+    keep: impl Fn(&Event) -> bool + Send + Sync + 'static,
+) -> HttpResponse {
+    let head = engine.state().applied();
+    let keep = Arc::new(keep);
+    let chunks = futures_util::stream::try_unfold(after, move |after| {
+        let engine = engine.clone();
+        let keep = keep.clone();
+        async move {
+            if after >= head {
+                return Ok(None);
+            }
+            let (lines, last) = web::block(move || -> Result<_, EngineError> {
+                let events = engine.events_after(after, EXPORT_CHUNK, |_| true)?;
+                let last = events.last().map_or(head, |e| e.seq).min(head);
+                let mut lines = Vec::new();
+                for event in events.iter().filter(|e| e.seq <= head && keep(e)) {
+                    serde_json::to_writer(&mut lines, event).expect("event serializes");
+                    lines.push(b'\n');
+                }
+                Ok((lines, last))
+            })
+            .await
+            .map_err(blocking)?
+            .map_err(ApiError::from)?;
+            Ok::<_, ApiError>(Some((web::Bytes::from(lines), last)))
+        }
+    });
+    HttpResponse::Ok().content_type("application/x-ndjson").streaming(chunks)
+}
+
+/// The time and metrics of the run stored at `seq`, which the projection lists among a monitor's
+/// runs. Blocking: reads the log.
+pub(super) fn stored_run(
+    engine: &Engine,
+    seq: Seq,
+) -> Result<(DateTime<Utc>, Metrics), EngineError> {
+    let event = engine
+        .event(seq)?
+        .ok_or_else(|| EngineError::Corrupt(format!("event {seq} is missing")))?;
+    let EventBody::MonitorRunReported { payload, .. } = &event.body else {
+        return Err(EngineError::Corrupt(format!("event {seq} is not a run")));
+    };
+    let report = RunReport::from_payload(payload)
+        .map_err(|e| EngineError::Corrupt(format!("event {seq}: {e}")))?;
+    Ok((event.recorded_at, report.metrics))
+}
+
 #[utoipa::path(get, path = "/v1/events", tag = "audit", security(("bearer" = [])), params(EventQuery), responses((status = 200, body = EventPage, description = "A page; with Accept: application/x-ndjson, every event as one JSON object per line"), (status = 400, description = "Invalid query parameter or cursor", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody)))]
 pub async fn list_events(
     _: Reader,
@@ -643,34 +690,7 @@ pub async fn list_events(
         .is_some_and(|v| v.contains("application/x-ndjson"));
     let engine = state.engine.clone();
     if wants_ndjson {
-        // The export ends at the head as it is now; it reads the log in chunks, so memory stays
-        // constant however long the log is.
-        let head = engine.state().applied();
-        let keep = std::sync::Arc::new(keep);
-        let chunks = futures_util::stream::try_unfold(after, move |after| {
-            let engine = engine.clone();
-            let keep = keep.clone();
-            async move {
-                if after >= head {
-                    return Ok(None);
-                }
-                let (lines, last) = web::block(move || -> Result<_, EngineError> {
-                    let events = engine.events_after(after, EXPORT_CHUNK, |_| true)?;
-                    let last = events.last().map_or(head, |e| e.seq).min(head);
-                    let mut lines = Vec::new();
-                    for event in events.iter().filter(|e| e.seq <= head && keep(e)) {
-                        serde_json::to_writer(&mut lines, event).expect("event serializes");
-                        lines.push(b'\n');
-                    }
-                    Ok((lines, last))
-                })
-                .await
-                .map_err(blocking)?
-                .map_err(ApiError::from)?;
-                Ok::<_, ApiError>(Some((web::Bytes::from(lines), last)))
-            }
-        });
-        return Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(chunks));
+        return Ok(ndjson_export(engine, after, keep));
     }
     let limit = match limit.unwrap_or(100) {
         n @ 1..=MAX_EVENT_PAGE => n,
@@ -745,6 +765,7 @@ enum Target {
 #[utoipa::path(post, path = "/v1/replay", tag = "audit", security(("bearer" = [])), responses((status = 200, body = ReplayReport), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "A reader token on an admin route", body = ErrorBody), (status = 503, description = "Writes stopped after a storage failure", body = ErrorBody)))]
 pub async fn replay(_: Admin, state: Data) -> Result<HttpResponse, ApiError> {
     let report = state.engine.replay().await?;
+    state.audit.replayed(&report);
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -752,5 +773,6 @@ pub async fn replay(_: Admin, state: Data) -> Result<HttpResponse, ApiError> {
 pub async fn verify(_: Reader, state: Data) -> Result<HttpResponse, ApiError> {
     let engine = state.engine.clone();
     let report = web::block(move || engine.verify()).await.map_err(blocking)?;
+    state.audit.verified(&report);
     Ok(HttpResponse::Ok().json(report))
 }

@@ -1,22 +1,25 @@
 //! The HTTP API: routes, thin handlers and the JSON error table. The only module that knows HTTP.
 
 mod auth;
+mod console;
 mod dto;
 mod error;
 mod handlers;
 pub mod limits;
 pub mod openapi;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
 
 use limits::{Deliveries, RateLimiter};
 
+use crate::audit::{ReplayReport, VerifyReport};
 use crate::domain::TokenHash;
 use crate::engine::Engine;
 
@@ -32,6 +35,46 @@ pub struct AppState {
     pub body_limit: usize,
     pub rate_limiter: RateLimiter,
     pub deliveries: Deliveries,
+    pub audit: AuditRecord,
+}
+
+impl AppState {
+    /// The webhook URL Postman posts to for an integration with this token.
+    pub fn webhook_url(&self, token: &str) -> String {
+        format!("{}/v1/hooks/postman/{token}", self.public_url)
+    }
+}
+
+/// The last chain verification and the last replay this server ran, with when they finished, for
+/// the console's audit page. Kept in memory: a restart starts without them.
+#[derive(Default)]
+pub struct AuditRecord {
+    last: Mutex<LastChecks>,
+}
+
+#[derive(Default, Clone)]
+pub struct LastChecks {
+    pub verify: Option<(DateTime<Utc>, VerifyReport)>,
+    pub replay: Option<(DateTime<Utc>, ReplayReport)>,
+}
+
+impl AuditRecord {
+    pub fn verified(&self, report: &VerifyReport) {
+        self.lock().verify = Some((Utc::now(), report.clone()));
+    }
+
+    pub fn replayed(&self, report: &ReplayReport) {
+        self.lock().replay = Some((Utc::now(), report.clone()));
+    }
+
+    pub fn last(&self) -> LastChecks {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LastChecks> {
+        // The record holds plain values; one left by a panicking thread is still whole.
+        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// A request path as it may be logged: the webhook token in a hook path is a secret. The hook
@@ -72,6 +115,7 @@ pub async fn access_log(
 
 /// Registers every route. Unknown routes and wrong methods answer with JSON errors too.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(console::configure);
     cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
         ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
     }))
