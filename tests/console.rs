@@ -79,6 +79,10 @@ fn attribute_after(html: &str, marker: &str) -> Option<String> {
     Some(html[start..].split('"').next()?.to_owned())
 }
 
+fn uuid_nil() -> &'static str {
+    "00000000-0000-0000-0000-000000000000"
+}
+
 /// An open incident for `uid` after two failing runs; returns its id.
 async fn open_incident(server: &TestServer, webhook: &str, body: &Value) -> String {
     server.deliver_run(webhook, body).await;
@@ -126,7 +130,17 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_never_puts_the_token_in_a_ur
     }
     assert!(!response.headers()[LOCATION].to_str().unwrap().contains(ADMIN_TOKEN));
 
-    // Another site cannot be the place sign-in sends the browser to.
+    // Another site can neither sign a browser in under its own token...
+    let forged = browser
+        .request(reqwest::Method::POST, "/console/sign-in")
+        .header("origin", "https://evil.example")
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(forged.headers().get(SET_COOKIE).is_none());
+    // ...nor be the place sign-in sends the browser to.
     let offsite = browser
         .post("/console/sign-in", &[("token", ADMIN_TOKEN), ("next", "//evil.example/console/")])
         .await;
@@ -141,6 +155,51 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_never_puts_the_token_in_a_ur
     let out = admin.post("/console/sign-out", &[("csrf", &admin.csrf().await)]).await;
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
     assert!(out.headers()[SET_COOKIE].to_str().unwrap().contains("incidentd_session=;"));
+    assert!(!set_cookie.contains("Secure"), "plain HTTP on loopback: {set_cookie}");
+
+    // A reader whose token was revoked is signed out at the next page, and can still remove the
+    // cookie without a CSRF token its pages can no longer show.
+    let (_, token) = server.post_admin("/v1/tokens", json!({ "name": "temp" })).await;
+    let reader = Browser::signed_in(&server, token["token"].as_str().unwrap()).await;
+    let id = token["id"].as_str().unwrap();
+    assert_eq!(server.delete_admin(&format!("/v1/tokens/{id}")).await.0, StatusCode::OK);
+    assert_eq!(reader.get("/console/incidents").await.status(), StatusCode::SEE_OTHER);
+    let out = reader.post("/console/sign-out", &[]).await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert!(out.headers()[SET_COOKIE].to_str().unwrap().contains("incidentd_session=;"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn behind_an_https_public_url_the_cookie_is_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |config| {
+        config.public_url = Some("https://incidents.example.com".to_owned());
+    })
+    .await;
+    let browser = Browser::new(&server);
+    let response = browser.post("/console/sign-in", &[("token", ADMIN_TOKEN)]).await;
+    let set_cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("; Secure"), "{set_cookie}");
+    // A form posted from the public origin (through the proxy) is this console's own.
+    let admin = Browser::signed_in(&server, ADMIN_TOKEN).await;
+    let csrf = admin.csrf().await;
+    let from_proxy = admin
+        .request(reqwest::Method::POST, "/console/audit/verify")
+        .header("origin", "https://incidents.example.com")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(from_proxy.status(), StatusCode::SEE_OTHER);
+    let cross_site = admin
+        .request(reqwest::Method::POST, "/console/audit/verify")
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
     server.stop().await;
 }
 
@@ -292,9 +351,28 @@ async fn an_incident_is_acknowledged_noted_and_resolved_through_the_pages() {
     let again = admin.post(&format!("{page}/acknowledge"), &[("csrf", &csrf), ("by", "ann")]).await;
     assert_eq!(again.status(), StatusCode::CONFLICT);
     let note = admin
-        .post(&format!("{page}/notes"), &[("csrf", &csrf), ("by", "bob"), ("text", "rolled back")])
+        .post(
+            &format!("{page}/notes"),
+            &[("csrf", &csrf), ("by", "bob; 100% & co"), ("text", "rolled back")],
+        )
         .await;
     assert_eq!(note.status(), StatusCode::SEE_OTHER);
+    // The remembered name comes back exactly as typed, however odd.
+    let remembered =
+        note.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let with_name = admin
+        .request(reqwest::Method::GET, &page)
+        .header(COOKIE, format!("{}; {remembered}", admin.cookie.as_deref().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        with_name.contains(r#"name="by" required maxlength="200" value="bob; 100% &amp; co""#),
+        "{with_name}"
+    );
     let empty =
         admin.post(&format!("{page}/notes"), &[("csrf", &csrf), ("by", " "), ("text", "x")]).await;
     assert_eq!(empty.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -317,7 +395,7 @@ async fn an_incident_is_acknowledged_noted_and_resolved_through_the_pages() {
         "Failing run opened the incident",
         "Acknowledged by <strong>ann</strong>",
         "<blockquote>on it</blockquote>",
-        "Note by <strong>bob</strong>",
+        "Note by <strong>bob; 100% &amp; co</strong>",
         "Passing run resolved the incident",
         r#"<span class="badge resolved">resolved</span>"#,
     ] {
@@ -340,6 +418,21 @@ async fn an_incident_is_acknowledged_noted_and_resolved_through_the_pages() {
     assert!(admin.page("/console/incidents?monitor=CHECK").await.contains(&incident));
     assert!(!admin.page("/console/incidents?from=2999-01-01").await.contains(&incident));
     assert!(admin.page("/console/incidents?to=2999-01-01").await.contains(&incident));
+    assert!(!admin.page("/console/incidents?to=2000-01-01").await.contains(&incident));
+    // The monitor page's link to all its incidents names the monitor exactly.
+    let id = server.get("/v1/integrations").await.1["integrations"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let exact = format!("/console/incidents?monitor_uid=checkout&integration_id={id}");
+    assert!(admin.page(&exact).await.contains(&incident));
+    assert!(!admin.page("/console/incidents?monitor_uid=checkou").await.contains(&incident));
+    let other = format!("/console/incidents?monitor_uid=checkout&integration_id={}", uuid_nil());
+    assert!(!admin.page(&other).await.contains(&incident));
+    assert_eq!(
+        admin.get("/console/incidents?integration_id=nope").await.status(),
+        StatusCode::BAD_REQUEST
+    );
     server.stop().await;
 }
 
@@ -369,7 +462,7 @@ async fn incident_list_pages_through_every_incident_once() {
     assert_eq!(seen.len(), 7);
     let bad = browser.get("/console/incidents?limit=0").await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    assert!(bad.text().await.unwrap().contains("limit must be between 1 and 1000"));
+    assert!(bad.text().await.unwrap().contains("`limit` must be between 1 and 1000, got 0"));
     assert_eq!(
         browser.get("/console/incidents?from=yesterday").await.status(),
         StatusCode::BAD_REQUEST
@@ -487,13 +580,17 @@ async fn audit_page_verifies_replays_and_exports_the_log() {
     let html = admin.page("/console/audit").await;
     assert!(html.contains(&format!("event {}", server.head())));
     assert!(html.contains("not run since start-up") && html.contains("no replay since start-up"));
-    let html = admin.page("/console/audit?verify=1").await;
+    let csrf = admin.csrf().await;
+    let verified = admin.post("/console/audit/verify", &[("csrf", &csrf)]).await;
+    assert_eq!(verified.status(), StatusCode::SEE_OTHER);
+    assert_eq!(verified.headers()[LOCATION], "/console/audit");
+    let html = admin.page("/console/audit").await;
     assert!(
         html.contains("chain intact") && html.contains("3 events verified up to event 3"),
         "{html}"
     );
 
-    let replayed = admin.post("/console/audit/replay", &[("csrf", &admin.csrf().await)]).await;
+    let replayed = admin.post("/console/audit/replay", &[("csrf", &csrf)]).await;
     assert_eq!(replayed.status(), StatusCode::SEE_OTHER);
     let html = admin.page("/console/audit").await;
     assert!(html.contains("3 events in") && html.contains("identical"), "{html}");

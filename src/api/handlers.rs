@@ -321,7 +321,7 @@ pub enum StatusFilter {
 }
 
 impl StatusFilter {
-    fn admits(self, status: IncidentStatus) -> bool {
+    pub(super) fn admits(self, status: IncidentStatus) -> bool {
         match self {
             StatusFilter::Open => status == IncidentStatus::Open,
             StatusFilter::Acknowledged => status == IncidentStatus::Acknowledged,
@@ -345,12 +345,13 @@ fn decode_cursor(cursor: &str) -> Result<Seq, ApiError> {
     )
 }
 
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+/// The page size asked for, 50 by default, refused outside `1..=max`.
+pub(super) fn page_limit(limit: Option<usize>, max: usize) -> Result<usize, ApiError> {
     match limit.unwrap_or(DEFAULT_LIMIT) {
-        n @ 1..=MAX_LIMIT => Ok(n),
+        n if (1..=max).contains(&n) => Ok(n),
         n => Err(ApiError::bad_request(
             "invalid_query",
-            format!("`limit` must be between 1 and {MAX_LIMIT}, got {n}"),
+            format!("`limit` must be between 1 and {max}, got {n}"),
         )),
     }
 }
@@ -361,7 +362,7 @@ pub async fn list_incidents(
     state: Data,
     query: web::Query<IncidentQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = page_limit(query.limit)?;
+    let limit = page_limit(query.limit, MAX_LIMIT)?;
     let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let projection = state.engine.state();
     let mut matching = projection.incidents_newest_first(before).filter(|i| {
@@ -388,12 +389,21 @@ pub async fn get_incident(
     // Reading a long timeline from the log is blocking I/O: keep it off the async workers.
     let found = web::block(move || engine.incident_with_events(id)).await.map_err(blocking)??;
     let (incident, events) = found.ok_or_else(|| ApiError::not_found(format!("incident {id}")))?;
-    let timeline = incident_timeline(&incident, &events)
+    let timeline = timeline_entries(&incident, &events)?;
+    Ok(HttpResponse::Ok().json(IncidentDetail { incident: IncidentDto::from(&incident), timeline }))
+}
+
+/// An incident's events as timeline entries. A stored run whose payload no longer parses is a
+/// corrupt log, not bad input.
+pub(super) fn timeline_entries(
+    incident: &Incident,
+    events: &[Event],
+) -> Result<Vec<TimelineEntry>, ApiError> {
+    incident_timeline(incident, events)
         .iter()
         .map(TimelineEntry::try_from)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::from(EngineError::Corrupt(format!("stored payload: {e}"))))?;
-    Ok(HttpResponse::Ok().json(IncidentDetail { incident: IncidentDto::from(&incident), timeline }))
+        .map_err(|e| ApiError::from(EngineError::Corrupt(format!("stored payload: {e}"))))
 }
 
 /// A blocking task that could not finish (the runtime is shutting down).
@@ -525,7 +535,7 @@ pub async fn monitor_history(
     path: web::Path<String>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = page_limit(query.limit)?;
+    let limit = page_limit(query.limit, MAX_LIMIT)?;
     let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let (monitor, runs, incidents) = {
         let projection = state.engine.state();

@@ -5,22 +5,23 @@ mod report;
 mod session;
 mod views;
 
-use actix_web::http::header::{self, HeaderValue};
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use maud::Markup;
 use serde::Deserialize;
 
 use super::auth::caller_for_token;
-use super::dto::TimelineEntry;
-use super::handlers::{ndjson_export, stored_run};
+use super::handlers::{ndjson_export, page_limit, stored_run, timeline_entries, StatusFilter};
 use super::AppState;
-use crate::domain::{
-    incident_timeline, Incident, IncidentId, IncidentStatus, IntegrationId, MonitorKey, MonitorUid,
-    Seq,
-};
+use crate::domain::{Incident, IncidentId, IntegrationId, MonitorKey, MonitorUid, Seq};
 use crate::engine::EngineError;
 use report::{parse_time_input, summarize, Range, RunPoint};
 use session::{PageError, Session, NAME_COOKIE, SESSION_COOKIE};
@@ -33,7 +34,6 @@ type Page = Result<HttpResponse, PageError>;
 const STRIP_RUNS: usize = 120;
 /// Incidents listed on a monitor page; the rest are a link to the filtered incident list away.
 const MONITOR_INCIDENTS: usize = 50;
-const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1_000;
 const MONITORS_PAGE: usize = 100;
 
@@ -58,6 +58,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/").route(web::get().to(home))).service(
         web::scope("/console")
             .wrap(actix_web::middleware::from_fn(session::negotiate))
+            .wrap(actix_web::middleware::from_fn(server_timing))
             .wrap(headers)
             .app_data(web::FormConfig::default().limit(64 * 1024).error_handler(|e, _| {
                 PageError::new(
@@ -93,12 +94,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/integrations/{id}/revoke", web::post().to(revoke_integration))
             .route("/events/{seq}", web::get().to(raw_event))
             .route("/audit", web::get().to(audit))
+            .route("/audit/verify", web::post().to(verify))
             .route("/audit/replay", web::post().to(replay))
             .route("/export.ndjson", web::get().to(export))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(PageError::not_found("page"))
             })),
     );
+}
+
+/// Adds `Server-Timing: page;dur=<ms>`: the time from the request reaching the console to its
+/// answer being ready (pages are rendered whole before they are sent). Browsers' developer tools
+/// and `examples/console_pages.rs` read it.
+async fn server_timing(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let mut response = next.call(req).await?;
+    let timing = format!("page;dur={:.3}", started.elapsed().as_secs_f64() * 1000.0);
+    if let Ok(value) = HeaderValue::from_str(&timing) {
+        response.headers_mut().insert(HeaderName::from_static("server-timing"), value);
+    }
+    Ok(response)
 }
 
 fn html(markup: Markup) -> HttpResponse {
@@ -131,11 +149,11 @@ async fn asset(name: web::Path<String>) -> Page {
 }
 
 #[derive(Deserialize)]
-struct Next {
+struct SignInTarget {
     next: Option<String>,
 }
 
-async fn sign_in_form(req: HttpRequest, query: web::Query<Next>) -> HttpResponse {
+async fn sign_in_form(req: HttpRequest, query: web::Query<SignInTarget>) -> HttpResponse {
     let next = session::safe_next(query.next.as_deref());
     if session::signed_in(&req).is_some() {
         return see_other(next);
@@ -149,19 +167,21 @@ struct SignIn {
     next: Option<String>,
 }
 
-async fn sign_in(req: HttpRequest, state: Data, form: web::Form<SignIn>) -> HttpResponse {
+async fn sign_in(req: HttpRequest, state: Data, form: web::Form<SignIn>) -> Page {
+    // Without this, another site could sign a visitor in under a token of its choosing.
+    session::require_same_origin(&req)?;
     let next = session::safe_next(form.next.as_deref());
     let token = form.token.trim();
     if caller_for_token(&state, token).is_none() {
         let page = views::sign_in(next, Some("That token is not valid, or it has been revoked."));
-        return HttpResponse::Unauthorized()
+        return Ok(HttpResponse::Unauthorized()
             .content_type("text/html; charset=utf-8")
-            .body(page.into_string());
+            .body(page.into_string()));
     }
-    HttpResponse::SeeOther()
+    Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, next))
-        .cookie(session::cookie(&req, SESSION_COOKIE, token.to_owned()))
-        .finish()
+        .insert_header(session::set_cookie(&req, SESSION_COOKIE, token))
+        .finish())
 }
 
 #[derive(Deserialize)]
@@ -170,12 +190,16 @@ struct CsrfOnly {
     csrf: String,
 }
 
-async fn sign_out(req: HttpRequest, session: Session, form: web::Form<CsrfOnly>) -> Page {
-    session.check_csrf(&form.csrf)?;
+/// Signs out. A session that has already ended (its token revoked) is signed out without a CSRF
+/// check, so that its cookie can always be removed.
+async fn sign_out(req: HttpRequest, session: Option<Session>, form: web::Form<CsrfOnly>) -> Page {
+    if let Some(session) = session {
+        session.check_csrf(&form.csrf)?;
+    }
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/console/sign-in"))
-        .cookie(session::removal(&req, SESSION_COOKIE))
-        .cookie(session::removal(&req, NAME_COOKIE))
+        .append_header(session::removal(&req, SESSION_COOKIE))
+        .append_header(session::removal(&req, NAME_COOKIE))
         .finish())
 }
 
@@ -183,8 +207,14 @@ async fn sign_out(req: HttpRequest, session: Session, form: web::Form<CsrfOnly>)
 struct IncidentQuery {
     #[serde(default)]
     status: String,
+    /// Part of a monitor's name or uid, in any case.
     #[serde(default)]
     monitor: String,
+    /// One monitor exactly, as the monitor page links to its incidents.
+    #[serde(default)]
+    monitor_uid: String,
+    #[serde(default)]
+    integration_id: String,
     #[serde(default)]
     from: String,
     #[serde(default)]
@@ -193,19 +223,15 @@ struct IncidentQuery {
     limit: Option<usize>,
 }
 
-fn status_filter(raw: &str) -> Result<fn(IncidentStatus) -> bool, PageError> {
-    Ok(match raw {
-        "" => |_| true,
-        "unresolved" => |s| s != IncidentStatus::Resolved,
-        "open" => |s| s == IncidentStatus::Open,
-        "acknowledged" => |s| s == IncidentStatus::Acknowledged,
-        "resolved" => |s| s == IncidentStatus::Resolved,
-        other => {
-            return Err(PageError::bad_request(format!(
-                "status must be open, acknowledged, resolved or unresolved, not {other:?}"
-            )))
-        }
-    })
+/// The status filter of the list form: empty for any status, else what the API accepts.
+fn status_filter(raw: &str) -> Result<Option<StatusFilter>, PageError> {
+    use serde::de::IntoDeserializer;
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let parsed: Result<StatusFilter, serde::de::value::Error> =
+        StatusFilter::deserialize(raw.into_deserializer());
+    parsed.map(Some).map_err(|e| PageError::bad_request(format!("status: {e}")))
 }
 
 /// Whether a monitor's name or uid contains `needle`, ignoring case.
@@ -217,16 +243,17 @@ fn matches_monitor(needle: &str, uid: &MonitorUid, name: Option<&str>) -> bool {
 }
 
 async fn incidents(session: Session, state: Data, query: web::Query<IncidentQuery>) -> Page {
-    let admits = status_filter(&query.status)?;
+    let status = status_filter(&query.status)?;
     let from = parse_time_input(&query.from, false).map_err(PageError::bad_request)?;
     let to = parse_time_input(&query.to, true).map_err(PageError::bad_request)?;
-    let limit = match query.limit.unwrap_or(DEFAULT_PAGE) {
-        n @ 1..=MAX_PAGE => n,
-        n => {
-            return Err(PageError::bad_request(format!(
-                "limit must be between 1 and {MAX_PAGE}, got {n}"
-            )))
-        }
+    // Up to 1,000 a page, twice the API's limit: a person scrolls one long page more easily than
+    // they follow twenty links.
+    let limit = page_limit(query.limit, MAX_PAGE)?;
+    let integration = match query.integration_id.as_str() {
+        "" => None,
+        raw => Some(integration_id(raw).map_err(|_| {
+            PageError::bad_request(format!("integration_id {raw:?} is not an integration id"))
+        })?),
     };
     let (shown, more) = {
         let projection = state.engine.state();
@@ -236,8 +263,10 @@ async fn incidents(session: Session, state: Data, query: web::Query<IncidentQuer
             .incidents_newest_first(query.cursor.map(Seq))
             .take_while(|i| from.is_none_or(|from| i.opened_at >= from))
             .filter(|i| {
-                admits(i.status)
+                status.is_none_or(|s| s.admits(i.status))
                     && to.is_none_or(|to| i.opened_at <= to)
+                    && integration.is_none_or(|id| id == i.integration_id)
+                    && (query.monitor_uid.is_empty() || query.monitor_uid == i.monitor_uid.as_str())
                     && matches_monitor(&query.monitor, &i.monitor_uid, i.monitor_name.as_deref())
             });
         let shown: Vec<Incident> = matching.by_ref().take(limit).cloned().collect();
@@ -247,6 +276,8 @@ async fn incidents(session: Session, state: Data, query: web::Query<IncidentQuer
     let filters = views::IncidentFilters {
         status: &query.status,
         monitor: &query.monitor,
+        monitor_uid: &query.monitor_uid,
+        integration_id: &query.integration_id,
         from: &query.from,
         to: &query.to,
         limit,
@@ -271,11 +302,7 @@ async fn incident(session: Session, state: Data, path: web::Path<String>) -> Pag
     let (incident, events) = web::block(move || engine.incident_with_events(id))
         .await??
         .ok_or_else(|| PageError::not_found(format!("incident {id}")))?;
-    let timeline = incident_timeline(&incident, &events)
-        .iter()
-        .map(TimelineEntry::try_from)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| EngineError::Corrupt(format!("stored payload: {e}")))?;
+    let timeline = timeline_entries(&incident, &events)?;
     let data = views::IncidentPage {
         incident: &incident,
         timeline: &timeline,
@@ -298,7 +325,7 @@ struct Acknowledge {
 fn back_to_incident(req: &HttpRequest, id: IncidentId, by: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, format!("/console/incidents/{id}")))
-        .cookie(session::cookie(req, NAME_COOKIE, by.trim().to_owned()))
+        .insert_header(session::set_cookie(req, NAME_COOKIE, by.trim()))
         .finish()
 }
 
@@ -534,17 +561,7 @@ async fn raw_event(_: Session, state: Data, path: web::Path<String>) -> Page {
     Ok(HttpResponse::Ok().content_type("application/json").json(event))
 }
 
-#[derive(Deserialize)]
-struct AuditQuery {
-    verify: Option<String>,
-}
-
-async fn audit(session: Session, state: Data, query: web::Query<AuditQuery>) -> Page {
-    if query.verify.is_some() {
-        let engine = state.engine.clone();
-        let report = web::block(move || engine.verify()).await?;
-        state.audit.verified(&report);
-    }
+async fn audit(session: Session, state: Data) -> Page {
     let head_seq = state.engine.state().applied();
     let engine = state.engine.clone();
     let head_hash = web::block(move || engine.event(head_seq)).await??.map(|e| e.hash);
@@ -552,6 +569,16 @@ async fn audit(session: Session, state: Data, query: web::Query<AuditQuery>) -> 
     let data =
         views::AuditPage { head_seq, head_hash, startup: state.engine.startup(), checks: &checks };
     Ok(html(views::audit(&viewer(&session), &data)))
+}
+
+/// Verifies the chain (readers may: it only reads) and goes back to the audit page, which shows
+/// the result. A POST, so that reloading the page does not verify again.
+async fn verify(session: Session, state: Data, form: web::Form<CsrfOnly>) -> Page {
+    session.check_csrf(&form.csrf)?;
+    let engine = state.engine.clone();
+    let report = web::block(move || engine.verify()).await?;
+    state.audit.verified(&report);
+    Ok(see_other("/console/audit"))
 }
 
 async fn replay(session: Session, state: Data, form: web::Form<CsrfOnly>) -> Page {
@@ -574,6 +601,7 @@ async fn export(_: Session, state: Data) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::IncidentStatus;
 
     #[test]
     fn monitor_search_ignores_case_and_looks_at_name_and_uid() {
@@ -590,9 +618,11 @@ mod tests {
         for (raw, admitted) in
             [("", 3), ("unresolved", 2), ("open", 1), ("acknowledged", 1), ("resolved", 1)]
         {
-            let admits = status_filter(raw).unwrap_or_else(|_| panic!("{raw} is a filter"));
+            let filter = status_filter(raw).unwrap_or_else(|_| panic!("{raw} is a filter"));
+            let admits = |s: IncidentStatus| filter.is_none_or(|f| f.admits(s));
             assert_eq!(all.iter().filter(|s| admits(**s)).count(), admitted, "{raw}");
         }
-        assert!(status_filter("closed").is_err());
+        let refused = status_filter("closed").map(|_| ()).unwrap_err().to_string();
+        assert!(refused.contains("closed"), "{refused}");
     }
 }

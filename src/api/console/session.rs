@@ -68,19 +68,40 @@ pub fn csrf_token(token: &str) -> String {
 
 /// Whether a state-changing request comes from a page of this console. Browsers send `Origin`
 /// (and `Sec-Fetch-Site`) with every form POST; a request from another site is refused even
-/// before its CSRF token is looked at.
+/// before its CSRF token is looked at. The origin may be the configured public URL's (behind a
+/// proxy) or the host the request was sent to: a browser on another site cannot choose either.
 fn same_origin(req: &HttpRequest) -> bool {
     let headers = req.headers();
     let text = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
     if text("sec-fetch-site").is_some_and(|site| site == "cross-site" || site == "same-site") {
         return false;
     }
-    match text("origin") {
-        None => true,
-        Some(origin) => {
-            let host = req.connection_info().host().to_owned();
-            origin.split_once("://").is_some_and(|(_, authority)| authority == host)
-        }
+    let Some(origin) = text("origin") else {
+        return true;
+    };
+    let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered");
+    let host = req.connection_info().host().to_owned();
+    origin.split_once("://").is_some_and(|(_, authority)| authority == host)
+        || origin_of(&state.public_url) == Some(origin)
+}
+
+/// `scheme://authority` of a URL.
+fn origin_of(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    Some(&url[..scheme.len() + 3 + authority.len()])
+}
+
+/// Refuses a request that [`same_origin`] does not accept.
+pub fn require_same_origin(req: &HttpRequest) -> Result<(), PageError> {
+    if same_origin(req) {
+        Ok(())
+    } else {
+        Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "this form was submitted from another site",
+        ))
     }
 }
 
@@ -96,12 +117,8 @@ impl FromRequest for Session {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready((|| {
-            if req.method() != Method::GET && req.method() != Method::HEAD && !same_origin(req) {
-                return Err(PageError::new(
-                    StatusCode::FORBIDDEN,
-                    "cross_origin",
-                    "this form was submitted from another site",
-                ));
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                require_same_origin(req)?;
             }
             let Some((caller, token)) = signed_in(req) else {
                 return Err(if req.method() == Method::GET {
@@ -120,29 +137,46 @@ impl FromRequest for Session {
     }
 }
 
-/// A console cookie with the attributes every console cookie shares. `Secure` follows the scheme
-/// the browser used, so the console also works over plain HTTP on a trusted network or loopback.
-pub fn cookie(req: &HttpRequest, name: &'static str, value: String) -> Cookie<'static> {
-    Cookie::build(name, value)
+/// A console cookie with the attributes every console cookie shares. `Secure` when the browser
+/// reached the console over HTTPS, or when the configured public URL is HTTPS (a TLS proxy in
+/// front); over plain HTTP on loopback or a trusted network the console still works.
+fn cookie(req: &HttpRequest, name: &'static str, value: &str) -> Cookie<'static> {
+    let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered");
+    let secure =
+        req.connection_info().scheme() == "https" || state.public_url.starts_with("https://");
+    Cookie::build(name, value.to_owned())
         .path(COOKIE_PATH)
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(req.connection_info().scheme() == "https")
+        .secure(secure)
         .finish()
 }
 
-/// The same cookie, expired: how sign-out removes it.
-pub fn removal(req: &HttpRequest, name: &'static str) -> Cookie<'static> {
-    let mut gone = cookie(req, name, String::new());
+/// A `Set-Cookie` header for a console cookie. The value is percent-encoded, as actix-web decodes
+/// cookies it receives, so that a name with `;` or `%` comes back as typed.
+pub fn set_cookie(
+    req: &HttpRequest,
+    name: &'static str,
+    value: &str,
+) -> (header::HeaderName, String) {
+    (header::SET_COOKIE, cookie(req, name, value).encoded().to_string())
+}
+
+/// The same header, expiring the cookie: how sign-out removes it.
+pub fn removal(req: &HttpRequest, name: &'static str) -> (header::HeaderName, String) {
+    let mut gone = cookie(req, name, "");
     gone.make_removal();
-    gone
+    (header::SET_COOKIE, gone.to_string())
 }
 
 /// Where to go after signing in: only a console page of this server, never another site.
 pub fn safe_next(next: Option<&str>) -> &str {
     match next {
+        // No control characters either: they cannot go into a `Location` header.
         Some(next)
-            if next.starts_with("/console/") && !next.starts_with("//") && !next.contains('\\') =>
+            if next.starts_with("/console/")
+                && !next.contains('\\')
+                && !next.chars().any(char::is_control) =>
         {
             next
         }
@@ -269,6 +303,7 @@ mod tests {
             (Some("https://evil.example/console/"), "/console/incidents"),
             (Some("//evil.example/console/"), "/console/incidents"),
             (Some("/console/\\evil"), "/console/incidents"),
+            (Some("/console/x\r\nSet-Cookie: a=b"), "/console/incidents"),
             (Some("/v1/events"), "/console/incidents"),
         ] {
             assert_eq!(safe_next(next), expected);
@@ -276,10 +311,10 @@ mod tests {
     }
 
     #[test]
-    fn csrf_tokens_differ_per_session_and_hide_the_token() {
+    fn csrf_tokens_are_stable_per_session_and_differ_between_sessions() {
         let (a, b) = (csrf_token("adm_one"), csrf_token("rdr_two"));
         assert_ne!(a, b);
         assert_eq!(a, csrf_token("adm_one"));
-        assert!(!a.contains("adm_one"));
+        assert!(a.len() == 64 && a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
     }
 }

@@ -177,6 +177,9 @@ pub fn error_page(error: &ApiError) -> Markup {
 pub struct IncidentFilters<'a> {
     pub status: &'a str,
     pub monitor: &'a str,
+    /// One monitor exactly (both set), from a monitor page's link.
+    pub monitor_uid: &'a str,
+    pub integration_id: &'a str,
     pub from: &'a str,
     pub to: &'a str,
     pub limit: usize,
@@ -187,6 +190,8 @@ impl IncidentFilters<'_> {
         let mut pairs = vec![
             ("status", self.status.to_owned()),
             ("monitor", self.monitor.to_owned()),
+            ("monitor_uid", self.monitor_uid.to_owned()),
+            ("integration_id", self.integration_id.to_owned()),
             ("from", self.from.to_owned()),
             ("to", self.to.to_owned()),
             ("limit", self.limit.to_string()),
@@ -232,7 +237,19 @@ pub fn incidents(
                 label { "Opened from " input type="date" name="from" value=(filters.from); }
                 label { "to " input type="date" name="to" value=(filters.to); }
                 input type="hidden" name="limit" value=(filters.limit);
+                @if !filters.monitor_uid.is_empty() {
+                    input type="hidden" name="monitor_uid" value=(filters.monitor_uid);
+                }
+                @if !filters.integration_id.is_empty() {
+                    input type="hidden" name="integration_id" value=(filters.integration_id);
+                }
                 button type="submit" { "Filter" }
+            }
+            @if !filters.monitor_uid.is_empty() || !filters.integration_id.is_empty() {
+                p.muted #exact-filter {
+                    "Only monitor " code { (filters.monitor_uid) } " of integration " code { (filters.integration_id) } ". "
+                    a href="/console/incidents" { "Show every monitor" }
+                }
             }
             @if incidents.is_empty() {
                 p.empty { "No incidents match." }
@@ -475,7 +492,7 @@ pub fn monitor(viewer: &Viewer, data: &MonitorPage) -> Markup {
                 @if data.incidents_in_range > data.incidents.len() {
                     p.muted {
                         "The newest " (data.incidents.len()) " of " (data.incidents_in_range) " incidents in range; "
-                        a href={ "/console/incidents?" (serde_urlencoded::to_string([("monitor", monitor.monitor_uid.as_str())]).unwrap_or_default()) } { "all of this monitor's incidents" } "."
+                        a href={ "/console/incidents?" (serde_urlencoded::to_string([("monitor_uid", monitor.monitor_uid.to_string()), ("integration_id", monitor.integration_id.to_string())]).unwrap_or_default()) } { "all of this monitor's incidents" } "."
                     }
                 }
                 table.list {
@@ -670,8 +687,8 @@ pub fn audit(viewer: &Viewer, data: &AuditPage) -> Markup {
                 }
             }
             div.buttons {
-                form.inline method="get" action="/console/audit" {
-                    input type="hidden" name="verify" value="1";
+                form.inline method="post" action="/console/audit/verify" {
+                    (csrf_field(viewer))
                     button type="submit" { "Verify the chain now" }
                 }
                 @if viewer.admin {
