@@ -31,14 +31,7 @@ done
 
 # shellcheck source=tests/server.sh
 source tests/server.sh
-work=$(mktemp -d "${TMPDIR:-/tmp}/incidentd-e2e.XXXXXX")
-cleanup() {
-  stop_server
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_workdir e2e
 
 if [ ! -f tests/e2e/node_modules/playwright-core/package.json ]; then
   echo "== npm ci (playwright-core, from tests/e2e/package-lock.json)"

@@ -22,14 +22,7 @@ fi
 
 # shellcheck source=tests/server.sh
 source tests/server.sh
-work=$(mktemp -d "${TMPDIR:-/tmp}/incidentd-newman.XXXXXX")
-cleanup() {
-  stop_server
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_workdir newman
 
 # --- newman --------------------------------------------------------------------------------
 newman=

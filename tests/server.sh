@@ -1,12 +1,22 @@
 # Sourced by the scripts under tests/ that drive the real binary from outside (newman, the
 # browser tests): starts one incidentd on 127.0.0.1 with a fresh data directory and stops it.
 #
+#   make_workdir NAME          # sets work to a new temporary folder; on exit stops the server
+#                              # and removes the folder
 #   start_server BIN WORKDIR   # sets server_pid, base_url, admin_token; log in WORKDIR/server.log
 #   stop_server                # SIGTERM, a bounded wait for the graceful shutdown, then SIGKILL
 
 server_pid=
 base_url=
 admin_token=
+work=
+
+make_workdir() {
+  work=$(mktemp -d "${TMPDIR:-/tmp}/incidentd-$1.XXXXXX")
+  trap 'stop_server; rm -rf "$work"' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
 
 start_server() {
   local bin=$1 work=$2

@@ -336,8 +336,7 @@ async fn acknowledge(
     path: web::Path<String>,
     form: web::Form<Acknowledge>,
 ) -> Page {
-    session.require_admin()?;
-    session.check_csrf(&form.csrf)?;
+    session.check_admin_form(&form.csrf)?;
     let id = incident_id(&path)?;
     let note = Some(form.note.trim()).filter(|n| !n.is_empty());
     state.engine.acknowledge(id, &form.by, note).await?;
@@ -359,8 +358,7 @@ async fn add_note(
     path: web::Path<String>,
     form: web::Form<Note>,
 ) -> Page {
-    session.require_admin()?;
-    session.check_csrf(&form.csrf)?;
+    session.check_admin_form(&form.csrf)?;
     let id = incident_id(&path)?;
     state.engine.add_note(id, &form.by, &form.text).await?;
     Ok(back_to_incident(&req, id, &form.by))
@@ -474,8 +472,7 @@ async fn create_integration(
     state: Data,
     form: web::Form<CreateIntegration>,
 ) -> Page {
-    session.require_admin()?;
-    session.check_csrf(&form.csrf)?;
+    session.check_admin_form(&form.csrf)?;
     let IntegrationKind::PostmanMonitors = form.kind;
     let created = state.engine.create_integration(&form.name).await?;
     let url = state.webhook_url(&created.token);
@@ -500,8 +497,7 @@ async fn rotate_integration(
     path: web::Path<String>,
     form: web::Form<Rotate>,
 ) -> Page {
-    session.require_admin()?;
-    session.check_csrf(&form.csrf)?;
+    session.check_admin_form(&form.csrf)?;
     let id = integration_id(&path)?;
     let grace = match form.grace_s.trim() {
         "" => None,
@@ -540,8 +536,7 @@ async fn revoke_integration(
     path: web::Path<String>,
     form: web::Form<CsrfOnly>,
 ) -> Page {
-    session.require_admin()?;
-    session.check_csrf(&form.csrf)?;
+    session.check_admin_form(&form.csrf)?;
     state.engine.revoke_integration(integration_id(&path)?).await?;
     Ok(see_other("/console/integrations"))
 }
@@ -582,8 +577,7 @@ async fn verify(session: Session, state: Data, form: web::Form<CsrfOnly>) -> Pag
 }
 
 async fn replay(session: Session, state: Data, form: web::Form<CsrfOnly>) -> Page {
-    session.require_admin()?;
-    session.check_csrf(&form.csrf)?;
+    session.check_admin_form(&form.csrf)?;
     let report = state.engine.replay().await?;
     state.audit.replayed(&report);
     Ok(see_other("/console/audit"))

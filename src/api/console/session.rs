@@ -47,6 +47,12 @@ impl Session {
         }
     }
 
+    /// Refuses an admin form from anyone but the admin, or without this session's CSRF token.
+    pub fn check_admin_form(&self, csrf: &str) -> Result<(), PageError> {
+        self.require_admin()?;
+        self.check_csrf(csrf)
+    }
+
     /// Refuses anyone but the admin.
     pub fn require_admin(&self) -> Result<(), PageError> {
         if self.admin {
