@@ -441,6 +441,7 @@ async fn monitor(
         summary: &summary,
         incidents: &newest,
         incidents_in_range: incidents.len(),
+        now: Utc::now(),
     };
     Ok(html(views::monitor(&viewer(&session), &data)))
 }

@@ -116,6 +116,14 @@ fn url_segment(raw: &str) -> String {
         .collect()
 }
 
+/// How long an incident lasted, or has lasted so far.
+fn duration(incident: &Incident, now: DateTime<Utc>) -> Markup {
+    match incident.resolved_at {
+        Some(resolved) => html! { (human_duration(resolved - incident.opened_at)) },
+        None => html! { span.muted { (human_duration(now - incident.opened_at)) " so far" } },
+    }
+}
+
 fn monitor_label(name: Option<&str>, uid: &str) -> Markup {
     html! {
         @if let Some(name) = name { span.name { (name) } " " }
@@ -264,12 +272,7 @@ pub fn incidents(
                                 td { a href=(monitor_href(incident.integration_id, incident.monitor_uid.as_str())) { (monitor_label(incident.monitor_name.as_deref(), incident.monitor_uid.as_str())) } }
                                 td { (time(incident.opened_at)) }
                                 td { (optional_time(incident.resolved_at)) }
-                                td {
-                                    @match incident.resolved_at {
-                                        Some(resolved) => (human_duration(resolved - incident.opened_at)),
-                                        None => span.muted { (human_duration(now - incident.opened_at)) " so far" },
-                                    }
-                                }
+                                td { (duration(incident, now)) }
                                 td.num { (incident.failing_runs) }
                                 td { a href=(href) { "Timeline" } }
                             }
@@ -426,6 +429,7 @@ pub struct MonitorPage<'a> {
     /// The newest incidents in range, at most a page of them.
     pub incidents: &'a [Incident],
     pub incidents_in_range: usize,
+    pub now: DateTime<Utc>,
 }
 
 pub fn monitor(viewer: &Viewer, data: &MonitorPage) -> Markup {
@@ -503,7 +507,7 @@ pub fn monitor(viewer: &Viewer, data: &MonitorPage) -> Markup {
                                 td { (status_badge(incident.status)) }
                                 td { (time(incident.opened_at)) }
                                 td { (optional_time(incident.resolved_at)) }
-                                td { @if let Some(r) = incident.resolved_at { (human_duration(r - incident.opened_at)) } }
+                                td { (duration(incident, data.now)) }
                                 td.num { (incident.failing_runs) }
                                 td { a href={ "/console/incidents/" (incident.id) } { "Timeline" } }
                             }
