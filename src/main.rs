@@ -154,12 +154,19 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         None => cli.serve.logging.log_format,
     };
+    // Log lines are written to stderr by a background thread, so that writing them never holds
+    // up an HTTP worker (the access log) or the commit path (incident transitions). Not lossy: a
+    // full buffer makes the logging thread wait rather than drop lines. The guard flushes what
+    // is buffered when `main` returns.
+    let (writer, _flush_logs) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match log_format {
         LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
