@@ -1003,14 +1003,14 @@ impl Writer {
                 }
             }
         };
-        let event = Event::seal(
+        let (event, bytes) = Event::seal_encoded(
             self.state.applied().next(),
             EventId(Uuid::new_v4()),
             at,
             body,
             self.head_hash,
         );
-        let bytes = Encoded::new(&event)?;
+        let bytes = Encoded::from_sealed(event.seq, bytes)?;
         let applied = self.state.apply(&event)?;
         self.dirty.record(&applied.touched, &self.state);
         self.head_hash = event.hash;

@@ -64,11 +64,15 @@ pub struct Encoded {
 
 impl Encoded {
     pub fn new(event: &Event) -> Result<Encoded, StoreError> {
-        let bytes = event.encode();
+        Encoded::from_sealed(event.seq, event.encode())
+    }
+
+    /// The bytes [`Event::seal_encoded`] produced for the event at `seq`, checked to fit.
+    pub fn from_sealed(seq: Seq, bytes: Vec<u8>) -> Result<Encoded, StoreError> {
         if bytes.len() > MAX_EVENT_BYTES {
             return Err(StoreError::TooLarge { bytes: bytes.len(), max: MAX_EVENT_BYTES });
         }
-        Ok(Encoded { seq: event.seq, bytes })
+        Ok(Encoded { seq, bytes })
     }
 }
 
