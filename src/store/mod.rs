@@ -4,8 +4,11 @@
 //! Layout of the sled database in `<data-dir>/log`:
 //! - tree `events`: big-endian seq -> the event's stored JSON. Written only by [`Store::append`].
 //! - tree `projections`: the checkpoint, see [`checkpoint`].
+//! - tree `snapshots`: whole projections as of past seqs, for time travel, see [`snapshot`].
 
 mod checkpoint;
+mod codec;
+mod snapshot;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -80,6 +83,7 @@ pub struct Store {
     db: sled::Db,
     events: sled::Tree,
     projections: sled::Tree,
+    snapshots: sled::Tree,
     /// sled's data file, opened separately so that appends can be fsynced (see [`Store::append`]).
     data_file: File,
 }
@@ -99,12 +103,13 @@ impl Store {
         let db = open_locked(&config, &path)?;
         let events = db.open_tree("events")?;
         let projections = db.open_tree("projections")?;
+        let snapshots = db.open_tree("snapshots")?;
         let data_file = File::open(path.join("db"))?;
         // Make the data file's directory entries durable once, so that a power cut right after
         // the first start cannot lose the file itself.
         File::open(&path)?.sync_all()?;
         File::open(dir)?.sync_all()?;
-        Ok(Store { db, events, projections, data_file })
+        Ok(Store { db, events, projections, snapshots, data_file })
     }
 
     /// Appends events atomically and makes them durable before returning: [`Store::insert`]
