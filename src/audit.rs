@@ -73,7 +73,7 @@ pub fn verify(store: &Store, up_to: Option<Seq>) -> VerifyReport {
 
 /// Events between two projection snapshots, unless configured otherwise: time travel then folds
 /// at most this many events on top of the nearest snapshot.
-pub const SNAPSHOT_EVERY: u64 = 100_000;
+pub const SNAPSHOT_EVERY: u64 = 50_000;
 
 /// Folds every event after `state.applied()` into `state`, checking that each links to the one
 /// before, and records what changed in `dirty` when given one (a rebuild that is checkpointed
@@ -113,7 +113,7 @@ fn fold_on(
             )));
         }
         prev_hash = event.hash;
-        let applied = state.apply(&event)?;
+        let applied = state.apply(event)?;
         if let Some(dirty) = dirty.as_deref_mut() {
             dirty.record(&applied.touched, state);
         }
@@ -198,7 +198,7 @@ pub fn build_snapshots(
         if stop.load(Ordering::Relaxed) {
             return Err(EngineError::Unavailable);
         }
-        state.apply(&event)?;
+        state.apply(event)?;
         if event.seq.0 % every == 0 {
             store.save_snapshot(&state)?;
             saved += 1;
