@@ -622,6 +622,9 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
         };
         let durable = synced && !shared.failed.load(Ordering::Relaxed);
         let mut checkpointed = false;
+        // Logged once every answer of the round is sent: the log line is written synchronously
+        // and would otherwise delay the answers behind it.
+        let mut transitions = Vec::new();
         for item in items {
             match item {
                 ToSyncer::Batch { events, answers } => {
@@ -635,7 +638,9 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
                     for (reply, answer) in answers {
                         let answer = if durable { answer } else { Err(EngineError::Unavailable) };
                         if let Ok(Receipt::Run(r)) = &answer {
-                            log_transition(r);
+                            if matches!(r.transition, Transition::Opened | Transition::Resolved) {
+                                transitions.push(r.clone());
+                            }
                         }
                         // A requester that went away (client disconnected) needs no answer.
                         let _ = reply.send(answer);
@@ -653,6 +658,9 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
                     let _ = done.send(());
                 }
             }
+        }
+        for r in &transitions {
+            log_transition(r);
         }
         // sled persists nothing on its own (see `Store::open`), so a checkpoint written while the
         // log is idle is flushed here; losing it would only mean a longer catch-up.
