@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::domain::{ChainVerifier, Digest256, Seq, State};
 use crate::engine::EngineError;
-use crate::store::{Dirty, Store, StoreError, StoreOptions};
+use crate::store::{Dirty, SnapshotBatch, Store, StoreError, StoreOptions};
 
 /// The result of walking the log: whether it is the unbroken chain the writer wrote and folds
 /// without contradiction, and where it first is not.
@@ -104,24 +104,44 @@ fn fold_on(
         Seq::ZERO => Digest256::GENESIS,
         seq => store.event_required(seq)?.hash,
     };
+    let every = snapshot_every.filter(|every| *every > 0);
     let mut count = 0;
-    store.scan(state.applied().next(), up_to, |event| {
-        if event.prev_hash != prev_hash {
-            return Err(EngineError::Corrupt(format!(
-                "event {} does not link to the event before it",
-                event.seq
-            )));
-        }
-        prev_hash = event.hash;
-        let applied = state.apply(event)?;
-        if let Some(dirty) = dirty.as_deref_mut() {
-            dirty.record(&applied.touched, state);
-        }
-        if snapshot_every.is_some_and(|every| every > 0 && event.seq.0 % every == 0) {
-            store.save_snapshot(state)?;
-        }
-        count += 1;
-        Ok(())
+    // Snapshots are encoded here, where the state is, and written to sled by a second thread
+    // while the fold goes on: writing one of a large state takes about as long as encoding it.
+    // At most one waits while another is written, to bound the memory they take.
+    let (to_writer, snapshots) = std::sync::mpsc::sync_channel::<SnapshotBatch>(1);
+    std::thread::scope(|scope| {
+        let writer = every.map(|_| {
+            scope.spawn(move || {
+                snapshots.into_iter().try_for_each(|snapshot| store.apply_snapshot(snapshot))
+            })
+        });
+        let folded = store.scan(state.applied().next(), up_to, |event| {
+            if event.prev_hash != prev_hash {
+                return Err(EngineError::Corrupt(format!(
+                    "event {} does not link to the event before it",
+                    event.seq
+                )));
+            }
+            prev_hash = event.hash;
+            let applied = state.apply(event)?;
+            if let Some(dirty) = dirty.as_deref_mut() {
+                dirty.record(&applied.touched, state);
+            }
+            if every.is_some_and(|every| event.seq.0 % every == 0)
+                && to_writer.send(Store::prepare_snapshot(state)).is_err()
+            {
+                // The writer stopped on an error, which its join below returns.
+                return Err(EngineError::Unavailable);
+            }
+            count += 1;
+            Ok(())
+        });
+        drop(to_writer);
+        let written =
+            writer.map_or(Ok(()), |w| w.join().expect("the snapshot writer does not panic"));
+        written?;
+        folded
     })?;
     Ok(count)
 }

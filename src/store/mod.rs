@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::domain::{DecodeError, Event, Seq};
 
 pub use checkpoint::{CheckpointBatch, Dirty};
+pub use snapshot::SnapshotBatch;
 
 /// Why the store failed. `Corrupt` names the first event that cannot be read back.
 #[derive(Debug, thiserror::Error)]

@@ -119,6 +119,9 @@ fn decode(bytes: &[u8]) -> Result<State, StoreError> {
         .with_idempotency(idempotency))
 }
 
+/// A snapshot encoded and ready to write: one atomic sled batch.
+pub struct SnapshotBatch(sled::Batch);
+
 /// Decodes a snapshot that must hold the state at `seq`.
 fn decode_at(bytes: &[u8], seq: Seq) -> Result<State, StoreError> {
     let state = decode(bytes)?;
@@ -132,9 +135,21 @@ impl Store {
     /// Writes a snapshot of `state` under the seq it covers, in one atomic batch. Needs no fsync:
     /// a snapshot lost in a crash is rebuilt from the log.
     pub fn save_snapshot(&self, state: &State) -> Result<(), StoreError> {
+        self.apply_snapshot(Store::prepare_snapshot(state))
+    }
+
+    /// Writes a snapshot prepared by [`Store::prepare_snapshot`].
+    pub fn apply_snapshot(&self, snapshot: SnapshotBatch) -> Result<(), StoreError> {
+        self.snapshots.apply_batch(snapshot.0)?;
+        Ok(())
+    }
+
+    /// Encodes a snapshot of `state` into a batch that [`Store::apply_snapshot`] writes later,
+    /// perhaps on another thread, so that the state need not be kept until then.
+    pub fn prepare_snapshot(state: &State) -> SnapshotBatch {
         let bytes = encode(state);
         let chunks = bytes.len().div_ceil(CHUNK_BYTES).max(1);
-        let n = u32::try_from(chunks).map_err(|_| bad("too large"))?;
+        let n = u32::try_from(chunks).expect("a state of fewer than 2^32 MiB");
         let mut batch = sled::Batch::default();
         for (i, part) in bytes.chunks(CHUNK_BYTES).enumerate() {
             let i = u32::try_from(i).expect("fewer chunks than u32::MAX");
@@ -148,8 +163,7 @@ impl Store {
             };
             batch.insert(&key(state.applied(), i), value);
         }
-        self.snapshots.apply_batch(batch)?;
-        Ok(())
+        SnapshotBatch(batch)
     }
 
     /// Writes a snapshot of `state` as [`Store::save_snapshot`] does and, in the same batch,
