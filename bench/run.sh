@@ -390,7 +390,9 @@ done
 STARTUP_MEDIAN=$(printf '%s\n' "${STARTUP_LIST[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
 
 # Time travel at the start, a tenth, the middle and the head of the log.
-STATE_SEQS=(1 $((EVENTS / 10)) $((EVENTS / 2)) "$EVENTS")
+# EVENTS - 1 is the farthest from a projection snapshot (one every 50,000 events): the query folds
+# 49,999 events on top of the one before it. The other seqs fall on snapshots.
+STATE_SEQS=(1 $((EVENTS / 10)) $((EVENTS / 2)) $((EVENTS - 1)) "$EVENTS")
 declare -A STATE_MS STATE_BYTES
 for seq in "${STATE_SEQS[@]}"; do
     log "GET /v1/state?at_seq=$seq"

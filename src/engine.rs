@@ -70,6 +70,8 @@ pub struct EngineOptions {
     pub checkpoint_every: u64,
     /// How long a rotated-out webhook token keeps working.
     pub rotation_grace: chrono::Duration,
+    /// Events between two projection snapshots (see `store::snapshot`); 0 writes none.
+    pub snapshot_every: u64,
 }
 
 impl Default for EngineOptions {
@@ -79,6 +81,7 @@ impl Default for EngineOptions {
             max_batch: 1024,
             checkpoint_every: 10_000,
             rotation_grace: chrono::Duration::hours(24),
+            snapshot_every: audit::SNAPSHOT_EVERY,
         }
     }
 }
@@ -176,6 +179,11 @@ struct Shared {
     failed: AtomicBool,
     startup: Startup,
     metrics: Metrics,
+    snapshot_every: u64,
+    /// Wakes the snapshotter; taken (closed) at shutdown.
+    snapshot_wake: Mutex<Option<mpsc::Sender<()>>>,
+    /// Tells a snapshotter in the middle of a fold to stop, at shutdown.
+    snapshot_stop: AtomicBool,
 }
 
 /// How the projections were brought up to date when the engine opened.
@@ -191,6 +199,7 @@ pub struct Engine {
     shared: Arc<Shared>,
     tx: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    snapshotter: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Engine {
@@ -200,45 +209,52 @@ impl Engine {
         let store = Store::open(dir, &options.store)?;
         let head = store.head()?;
         let head_seq = head.as_ref().map_or(Seq::ZERO, |e| e.seq);
-        let checkpoint = match store.load_checkpoint() {
-            Ok(Some(state)) if state.applied() <= head_seq => Some(state),
-            Ok(Some(state)) => {
+        let checkpoint = match store.load_checkpoint_pair() {
+            Ok(Some((state, _))) if state.applied() > head_seq => {
                 tracing::warn!(
                     checkpoint = %state.applied(), head = %head_seq,
                     "projection checkpoint is ahead of the log; refolding the log"
                 );
                 None
             }
-            Ok(None) => None,
+            Ok(pair) => pair,
             Err(e) => {
                 tracing::warn!(error = %e, "projection checkpoint unreadable; refolding the log");
                 None
             }
         };
-        let caught_up = checkpoint.and_then(|mut state| {
+        // The writer and the readers each get a copy; both are caught up over the same events.
+        let caught_up = checkpoint.and_then(|(mut state, mut writer_state)| {
             let from = state.applied();
             let mut dirty = Dirty::default();
-            match audit::catch_up(&store, &mut state, Some(&mut dirty)) {
-                Ok(folded) => Some((state, dirty, Startup { checkpoint: Some(from), events_folded: folded })),
+            let folded = audit::catch_up(&store, &mut state, Some(&mut dirty))
+                .and_then(|folded| audit::catch_up(&store, &mut writer_state, None).map(|_| folded));
+            match folded {
+                Ok(folded) => Some((
+                    state,
+                    writer_state,
+                    dirty,
+                    Startup { checkpoint: Some(from), events_folded: folded },
+                )),
                 Err(e) => {
                     tracing::warn!(error = %e, "projection checkpoint does not fit the log; refolding the log");
                     None
                 }
             }
         });
-        let (state, startup) = match caught_up {
-            Some((state, dirty, startup)) => {
+        let (state, writer_state, startup) = match caught_up {
+            Some((state, writer_state, dirty, startup)) => {
                 if !dirty.is_empty() {
                     store.save_checkpoint(&state, &dirty)?;
                 }
-                (state, startup)
+                (state, writer_state, startup)
             }
             // The log is the source of truth: fold it from the first event and checkpoint that.
             None => {
                 let mut state = State::default();
                 let folded = audit::catch_up(&store, &mut state, None)?;
                 store.rewrite_checkpoint(&state)?;
-                (state, Startup { checkpoint: None, events_folded: folded })
+                (state.clone(), state, Startup { checkpoint: None, events_folded: folded })
             }
         };
         tracing::info!(
@@ -246,7 +262,6 @@ impl Engine {
             "projections ready"
         );
 
-        let writer_state = state.clone();
         let shared = Arc::new(Shared {
             store,
             state: RwLock::new(state),
@@ -255,7 +270,19 @@ impl Engine {
             failed: AtomicBool::new(false),
             startup,
             metrics: Metrics::new(),
+            snapshot_every: options.snapshot_every,
+            snapshot_wake: Mutex::new(None),
+            snapshot_stop: AtomicBool::new(false),
         });
+        let (wake, woken) = mpsc::channel();
+        // One wake-up at start, so that snapshots missing up to the head are built.
+        let _ = wake.send(());
+        *shared.snapshot_wake.lock().expect("snapshot lock") = Some(wake);
+        let snapshot_shared = shared.clone();
+        let snapshotter = std::thread::Builder::new()
+            .name("incidentd-snapshot".into())
+            .spawn(move || run_snapshotter(&snapshot_shared, woken))
+            .map_err(|e| EngineError::Storage(StoreError::Io(e)))?;
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             shared: shared.clone(),
@@ -269,7 +296,12 @@ impl Engine {
             .name("incidentd-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| EngineError::Storage(StoreError::Io(e)))?;
-        Ok(Engine { shared, tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)) })
+        Ok(Engine {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            snapshotter: Mutex::new(Some(snapshotter)),
+        })
     }
 
     async fn submit(&self, kind: CommandKind) -> Result<Receipt, EngineError> {
@@ -417,15 +449,17 @@ impl Engine {
     }
 
     /// Rebuilds every projection from the first event while ingest goes on: folds the durable log
-    /// into a fresh state off the writer, then has the writer catch it up to the head, compare
-    /// digests, and swap it in (and checkpoint it) in one step.
+    /// into a fresh state off the writer, rebuilding the snapshots on the way, then has the writer
+    /// catch it up to the head, compare digests, and swap it in (and checkpoint it) in one step.
     pub async fn replay(&self) -> Result<ReplayReport, EngineError> {
         let started = Instant::now();
         let head = self.state().applied();
         let shared = self.shared.clone();
-        let rebuilt = tokio::task::spawn_blocking(move || audit::fold_prefix(&shared.store, head))
-            .await
-            .map_err(|_| EngineError::Unavailable)??;
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            audit::rebuild(&shared.store, Some(head), shared.snapshot_every)
+        })
+        .await
+        .map_err(|_| EngineError::Unavailable)??;
         let command = CommandKind::Swap { rebuilt: Box::new(rebuilt), started };
         match self.submit(command).await? {
             Receipt::Replay(report) => Ok(report),
@@ -440,10 +474,10 @@ impl Engine {
     }
 
     /// The projections as they were right after event `seq` (clamped to the durable head).
-    /// Blocking: folds the log up to `seq`.
+    /// Blocking: loads the nearest snapshot at or before `seq` and folds the log from there.
     pub fn state_at(&self, seq: Seq) -> Result<State, EngineError> {
         let seq = seq.min(self.state().applied());
-        audit::fold_prefix(&self.shared.store, seq)
+        audit::state_at(&self.shared.store, seq)
     }
 
     /// The last durable event recorded at or before `at`, found by bisection: the writer keeps
@@ -538,6 +572,13 @@ impl Engine {
                 tracing::error!("the writer thread panicked");
             }
         }
+        self.shared.snapshot_stop.store(true, Ordering::Relaxed);
+        drop(self.shared.snapshot_wake.lock().expect("snapshot lock").take());
+        if let Some(handle) = self.snapshotter.lock().expect("snapshotter lock").take() {
+            if handle.join().is_err() {
+                tracing::error!("the snapshot thread panicked");
+            }
+        }
     }
 }
 
@@ -581,6 +622,9 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
         };
         let durable = synced && !shared.failed.load(Ordering::Relaxed);
         let mut checkpointed = false;
+        // Logged once every answer of the round is sent: the log line is written synchronously
+        // and would otherwise delay the answers behind it.
+        let mut transitions = Vec::new();
         for item in items {
             match item {
                 ToSyncer::Batch { events, answers } => {
@@ -594,7 +638,9 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
                     for (reply, answer) in answers {
                         let answer = if durable { answer } else { Err(EngineError::Unavailable) };
                         if let Ok(Receipt::Run(r)) = &answer {
-                            log_transition(r);
+                            if matches!(r.transition, Transition::Opened | Transition::Resolved) {
+                                transitions.push(r.clone());
+                            }
                         }
                         // A requester that went away (client disconnected) needs no answer.
                         let _ = reply.send(answer);
@@ -613,6 +659,9 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
                 }
             }
         }
+        for r in &transitions {
+            log_transition(r);
+        }
         // sled persists nothing on its own (see `Store::open`), so a checkpoint written while the
         // log is idle is flushed here; losing it would only mean a longer catch-up.
         if checkpointed {
@@ -623,9 +672,31 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
     }
 }
 
+/// The snapshot thread: whenever the published head passes a multiple of `snapshot_every`, saves
+/// the missing snapshots up to it. It folds on from the latest snapshot with a state of its own,
+/// off the writer and the syncer, and reads only durable events (up to the published head).
+fn run_snapshotter(shared: &Shared, woken: mpsc::Receiver<()>) {
+    while woken.recv().is_ok() {
+        while woken.try_recv().is_ok() {}
+        let head = shared.state.read().expect("state lock poisoned").applied();
+        match audit::build_snapshots(
+            &shared.store,
+            shared.snapshot_every,
+            head,
+            &shared.snapshot_stop,
+        ) {
+            Ok(0) => {}
+            Ok(saved) => tracing::debug!(saved, %head, "projection snapshots saved"),
+            // Snapshots only speed up time travel; the next wake-up tries again.
+            Err(e) => tracing::warn!(error = %e, "projection snapshot failed"),
+        }
+    }
+}
+
 /// Folds durable events into the state readers see.
 fn publish(shared: &Shared, events: &[Event]) {
     let mut published = shared.state.write().expect("state lock poisoned");
+    let before = published.applied().0;
     for event in events {
         if let Err(e) = published.apply(event) {
             // Unreachable while the published state follows the writer's state; if it does
@@ -633,6 +704,14 @@ fn publish(shared: &Shared, events: &[Event]) {
             tracing::error!(error = %e, "published state refused a durable event");
             shared.failed.store(true, Ordering::Relaxed);
             return;
+        }
+    }
+    let after = published.applied().0;
+    drop(published);
+    let every = shared.snapshot_every;
+    if every > 0 && after / every > before / every {
+        if let Some(wake) = &*shared.snapshot_wake.lock().expect("snapshot lock") {
+            let _ = wake.send(());
         }
     }
 }
@@ -735,6 +814,19 @@ impl Writer {
         drop(to_syncer);
         if syncer.join().is_err() {
             tracing::error!("the syncer thread panicked");
+        }
+        // A snapshot at the head, which the last checkpoint covers too, lets the next start read
+        // the state in a few large values (`Store::load_checkpoint`). It is only a faster way to
+        // the same state: when it is missing, the start reads the checkpoint entry by entry.
+        if !self.shared.failed.load(Ordering::Relaxed) && self.state.applied() > Seq::ZERO {
+            let saved = self
+                .shared
+                .store
+                .save_head_snapshot(&self.state, self.options.snapshot_every)
+                .and_then(|()| self.shared.store.sync());
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, "snapshot at shutdown failed");
+            }
         }
     }
 
@@ -1003,14 +1095,14 @@ impl Writer {
                 }
             }
         };
-        let event = Event::seal(
+        let (event, bytes) = Event::seal_encoded(
             self.state.applied().next(),
             EventId(Uuid::new_v4()),
             at,
             body,
             self.head_hash,
         );
-        let bytes = Encoded::new(&event)?;
+        let bytes = Encoded::from_sealed(event.seq, bytes)?;
         let applied = self.state.apply(&event)?;
         self.dirty.record(&applied.touched, &self.state);
         self.head_hash = event.hash;

@@ -1,6 +1,7 @@
 //! Property tests over random histories of runs, acknowledgements, notes, revocations and
 //! restarts: at most one open incident per monitor, live state equal to every way of rebuilding
-//! it, and time travel equal to folding a prefix of the log.
+//! it, and time travel (with and without projection snapshots) equal to folding a prefix of the
+//! log.
 
 mod common;
 
@@ -12,7 +13,7 @@ use incidentd::domain::{
     MonitorUid, Seq, State,
 };
 use incidentd::engine::{Engine, EngineOptions};
-use incidentd::store::StoreOptions;
+use incidentd::store::{Encoded, Store, StoreOptions};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -202,11 +203,59 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Projection snapshots change no answer: with snapshots every `every` events, built
+    /// incrementally in two steps, `state_at(N)` equals the fold of the first N events for every
+    /// N; so it does after the snapshots are deleted, and after `rebuild` wrote them afresh.
+    #[test]
+    fn time_travel_through_snapshots_equals_the_fold_of_the_prefix(
+        ops in prop::collection::vec(op(), 0..50),
+        every in 1..9u64,
+        split in any::<prop::sample::Index>(),
+    ) {
+        let (events, full) = pure_history(&ops);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions { cache_capacity: 1 << 22 }).unwrap();
+        let encoded: Vec<Encoded> = events.iter().map(|e| Encoded::new(e).unwrap()).collect();
+        store.append(&encoded).unwrap();
+        let head = Seq(events.len() as u64);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        // First up to some point of the log, then on to the head from the latest snapshot.
+        let middle = Seq(split.index(events.len() + 1) as u64);
+        let first = audit::build_snapshots(&store, every, middle, &stop).unwrap();
+        let second = audit::build_snapshots(&store, every, head, &stop).unwrap();
+        let expected: Vec<Seq> = (1..=head.0 / every).map(|k| Seq(k * every)).collect();
+        prop_assert_eq!(first + second, expected.len() as u64);
+        prop_assert_eq!(store.snapshot_seqs().unwrap(), expected.clone());
+        let check = |store: &Store| -> Result<(), TestCaseError> {
+            let mut prefix = State::default();
+            prop_assert_eq!(&audit::state_at(store, Seq::ZERO).unwrap(), &prefix);
+            for event in &events {
+                prefix.apply(event).unwrap();
+                prop_assert_eq!(&audit::state_at(store, event.seq).unwrap(), &prefix);
+            }
+            prop_assert_eq!(&prefix, &full);
+            Ok(())
+        };
+        check(&store)?;
+        store.clear_snapshots().unwrap();
+        check(&store)?;
+        let rebuilt = audit::rebuild(&store, None, every).unwrap();
+        prop_assert_eq!(&rebuilt, &full);
+        prop_assert_eq!(store.snapshot_seqs().unwrap(), expected);
+        check(&store)?;
+    }
+}
+
 /// Plays `ops` against a real engine (restarting it where asked) and returns the data dir.
 async fn play(dir: &std::path::Path, ops: &[Op]) {
-    let mut engine =
-        Engine::open(dir, EngineOptions { checkpoint_every: 7, ..EngineOptions::default() })
-            .unwrap();
+    // Snapshots every few events, so that time travel below goes through whichever of them the
+    // snapshot thread has written by then.
+    let options =
+        || EngineOptions { checkpoint_every: 7, snapshot_every: 4, ..EngineOptions::default() };
+    let mut engine = Engine::open(dir, options()).unwrap();
     let mut tokens = Vec::new();
     let mut ids = Vec::new();
     for n in 0..3 {
@@ -265,11 +314,7 @@ async fn play(dir: &std::path::Path, ops: &[Op]) {
             }
             Op::Restart => {
                 drop(engine);
-                engine = Engine::open(
-                    dir,
-                    EngineOptions { checkpoint_every: 7, ..EngineOptions::default() },
-                )
-                .unwrap();
+                engine = Engine::open(dir, options()).unwrap();
             }
         }
         check_invariants(&engine.state());

@@ -257,10 +257,10 @@ impl State {
         }
         state.monitors = monitors.into_iter().map(|m| (m.key(), m)).collect();
         state.runs = runs.into_iter().collect();
-        for inc in incidents {
-            state.incident_index.insert(inc.id, inc.opened_seq);
-            state.incidents.insert(inc.opened_seq, inc);
-        }
+        // Collected rather than inserted one by one: a BTreeMap built from sorted entries (a
+        // checkpoint or snapshot lists them in key order) is built in bulk.
+        state.incidents = incidents.into_iter().map(|inc| (inc.opened_seq, inc)).collect();
+        state.incident_index = state.incidents.values().map(|i| (i.id, i.opened_seq)).collect();
         state
     }
 

@@ -4,8 +4,11 @@
 //! Layout of the sled database in `<data-dir>/log`:
 //! - tree `events`: big-endian seq -> the event's stored JSON. Written only by [`Store::append`].
 //! - tree `projections`: the checkpoint, see [`checkpoint`].
+//! - tree `snapshots`: whole projections as of past seqs, for time travel, see [`snapshot`].
 
 mod checkpoint;
+mod codec;
+mod snapshot;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::domain::{DecodeError, Event, Seq};
 
 pub use checkpoint::{CheckpointBatch, Dirty};
+pub use snapshot::SnapshotBatch;
 
 /// Why the store failed. `Corrupt` names the first event that cannot be read back.
 #[derive(Debug, thiserror::Error)]
@@ -64,11 +68,15 @@ pub struct Encoded {
 
 impl Encoded {
     pub fn new(event: &Event) -> Result<Encoded, StoreError> {
-        let bytes = event.encode();
+        Encoded::from_sealed(event.seq, event.encode())
+    }
+
+    /// The bytes [`Event::seal_encoded`] produced for the event at `seq`, checked to fit.
+    pub fn from_sealed(seq: Seq, bytes: Vec<u8>) -> Result<Encoded, StoreError> {
         if bytes.len() > MAX_EVENT_BYTES {
             return Err(StoreError::TooLarge { bytes: bytes.len(), max: MAX_EVENT_BYTES });
         }
-        Ok(Encoded { seq: event.seq, bytes })
+        Ok(Encoded { seq, bytes })
     }
 }
 
@@ -76,6 +84,7 @@ pub struct Store {
     db: sled::Db,
     events: sled::Tree,
     projections: sled::Tree,
+    snapshots: sled::Tree,
     /// sled's data file, opened separately so that appends can be fsynced (see [`Store::append`]).
     data_file: File,
 }
@@ -95,12 +104,13 @@ impl Store {
         let db = open_locked(&config, &path)?;
         let events = db.open_tree("events")?;
         let projections = db.open_tree("projections")?;
+        let snapshots = db.open_tree("snapshots")?;
         let data_file = File::open(path.join("db"))?;
         // Make the data file's directory entries durable once, so that a power cut right after
         // the first start cannot lose the file itself.
         File::open(&path)?.sync_all()?;
         File::open(dir)?.sync_all()?;
-        Ok(Store { db, events, projections, data_file })
+        Ok(Store { db, events, projections, snapshots, data_file })
     }
 
     /// Appends events atomically and makes them durable before returning: [`Store::insert`]
@@ -177,6 +187,31 @@ impl Store {
             let (key, value) = item?;
             decode(&key, &value)
         })
+    }
+
+    /// Calls `visit` with every event from `first` to `last` (to the end of the log when `None`),
+    /// oldest first, and stops at the first error, its own or the store's.
+    ///
+    /// Reading and decoding on a second thread while `visit` folds on the caller's was measured
+    /// and left out: on a replay of 200,000 events it took 3.9 to 5.9 s against 3.4 s on one
+    /// thread. The events are allocated on one thread and folded (and freed) on the other, and
+    /// glibc's malloc made up the difference with more than the second core gave back.
+    pub fn scan<E: From<StoreError>>(
+        &self,
+        first: Seq,
+        last: Option<Seq>,
+        mut visit: impl FnMut(&Event) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let range = match last {
+            Some(last) if last < first => return Ok(()),
+            Some(last) => self.events.range(first.to_be_bytes()..=last.to_be_bytes()),
+            None => self.events.range(first.to_be_bytes()..),
+        };
+        for item in range {
+            let (key, value) = item.map_err(StoreError::from)?;
+            visit(&decode(&key, &value)?)?;
+        }
+        Ok(())
     }
 
     /// The number of events stored.
