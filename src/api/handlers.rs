@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use actix_web::http::header::ContentType;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -755,16 +756,27 @@ pub async fn state_at(
             ))
         }
     };
-    let folded = web::block(move || {
+    let body = web::block(move || {
         let seq = match at {
             Target::Seq(seq) => seq,
             Target::Time(time) => engine.seq_as_of(time)?,
         };
-        engine.state_at(seq)
+        let folded = engine.state_at(seq)?;
+        // Serialized here, on the blocking pool: at a million events the answer is over 100 MB
+        // of JSON, and writing it on an HTTP worker would stall every connection of that worker.
+        Ok::<_, EngineError>(serde_json::to_vec(&StateDto::from(&folded)))
     })
     .await
-    .map_err(blocking)??;
-    Ok(HttpResponse::Ok().json(StateDto::from(&folded)))
+    .map_err(blocking)??
+    .map_err(|e| {
+        tracing::error!(error = %e, "serializing the state failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the state could not be written",
+        )
+    })?;
+    Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))
 }
 
 enum Target {

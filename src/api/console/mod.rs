@@ -23,7 +23,7 @@ use super::handlers::{ndjson_export, page_limit, stored_run, timeline_entries, S
 use super::AppState;
 use crate::domain::{Incident, IncidentId, IntegrationId, MonitorKey, MonitorUid, Seq};
 use crate::engine::EngineError;
-use report::{parse_time_input, summarize, Range, RunPoint};
+use report::{incident_in_range, parse_time_input, run_in_range, summarize, Range, RunPoint};
 use session::{PageError, Session, NAME_COOKIE, SESSION_COOKIE};
 use views::Viewer;
 
@@ -86,6 +86,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/incidents/{id}/acknowledge", web::post().to(acknowledge))
             .route("/incidents/{id}/notes", web::post().to(add_note))
             .route("/monitors", web::get().to(monitors))
+            .route("/monitors/{integration}", web::get().to(monitor_by_query))
             .route("/monitors/{integration}/{uid}", web::get().to(monitor))
             .route("/integrations", web::get().to(integrations))
             .route("/integrations", web::post().to(create_integration))
@@ -156,9 +157,9 @@ struct SignInTarget {
 async fn sign_in_form(req: HttpRequest, query: web::Query<SignInTarget>) -> HttpResponse {
     let next = session::safe_next(query.next.as_deref());
     if session::signed_in(&req).is_some() {
-        return see_other(next);
+        return see_other(&next);
     }
-    html(views::sign_in(next, None))
+    html(views::sign_in(&next, None))
 }
 
 #[derive(Deserialize)]
@@ -173,13 +174,13 @@ async fn sign_in(req: HttpRequest, state: Data, form: web::Form<SignIn>) -> Page
     let next = session::safe_next(form.next.as_deref());
     let token = form.token.trim();
     if caller_for_token(&state, token).is_none() {
-        let page = views::sign_in(next, Some("That token is not valid, or it has been revoked."));
+        let page = views::sign_in(&next, Some("That token is not valid, or it has been revoked."));
         return Ok(HttpResponse::Unauthorized()
             .content_type("text/html; charset=utf-8")
             .body(page.into_string()));
     }
     Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, next))
+        .insert_header((header::LOCATION, next.as_ref()))
         .insert_header(session::set_cookie(&req, SESSION_COOKIE, token))
         .finish())
 }
@@ -190,9 +191,14 @@ struct CsrfOnly {
     csrf: String,
 }
 
-/// Signs out. A session that has already ended (its token revoked) is signed out without a CSRF
-/// check, so that its cookie can always be removed.
+/// Signs out. Like every other form, it is refused when it comes from another site, so that no
+/// other site can sign a visitor out. A session that has already ended (its token revoked, or no
+/// cookie at all) is then signed out without a CSRF check: its pages can no longer show the token,
+/// and the visitor must still be able to remove the cookie from their own browser.
 async fn sign_out(req: HttpRequest, session: Option<Session>, form: web::Form<CsrfOnly>) -> Page {
+    // `Option<Session>` turns every refusal of the extractor into `None`, the cross-origin one
+    // included, so the origin is checked here first.
+    session::require_same_origin(&req)?;
     if let Some(session) = session {
         session.check_csrf(&form.csrf)?;
     }
@@ -321,6 +327,13 @@ struct Acknowledge {
     note: String,
 }
 
+/// A textarea's text with every line break as `\n`. Browsers submit a textarea's line breaks as
+/// CRLF, as the HTML form encoding requires, while the engine accepts only `\n` in multi-line
+/// text and refuses `\r` as a control character; a lone `\r` is a line break to its writer too.
+fn browser_lines(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
 /// After an admin action: back to the incident, remembering the name for the next form.
 fn back_to_incident(req: &HttpRequest, id: IncidentId, by: &str) -> HttpResponse {
     HttpResponse::SeeOther()
@@ -338,7 +351,8 @@ async fn acknowledge(
 ) -> Page {
     session.check_admin_form(&form.csrf)?;
     let id = incident_id(&path)?;
-    let note = Some(form.note.trim()).filter(|n| !n.is_empty());
+    let note = browser_lines(form.note.trim());
+    let note = Some(note.as_str()).filter(|n| !n.is_empty());
     state.engine.acknowledge(id, &form.by, note).await?;
     Ok(back_to_incident(&req, id, &form.by))
 }
@@ -360,7 +374,7 @@ async fn add_note(
 ) -> Page {
     session.check_admin_form(&form.csrf)?;
     let id = incident_id(&path)?;
-    state.engine.add_note(id, &form.by, &form.text).await?;
+    state.engine.add_note(id, &form.by, &browser_lines(&form.text)).await?;
     Ok(back_to_incident(&req, id, &form.by))
 }
 
@@ -389,6 +403,8 @@ async fn monitors(session: Session, state: Data, query: web::Query<MonitorsQuery
 #[derive(Deserialize)]
 struct MonitorQuery {
     range: Option<String>,
+    /// The monitor's uid when it is not in the path: see [`views::monitor_href`].
+    uid: Option<String>,
 }
 
 async fn monitor(
@@ -398,8 +414,31 @@ async fn monitor(
     query: web::Query<MonitorQuery>,
 ) -> Page {
     let (integration, uid) = path.into_inner();
+    monitor_page(session, state, integration, uid, query.range.as_deref()).await
+}
+
+/// The monitor page of a monitor whose uid cannot be a path segment (`.` or `..`, which browsers
+/// remove from a path, even percent-encoded): the uid comes in the query instead.
+async fn monitor_by_query(
+    session: Session,
+    state: Data,
+    path: web::Path<String>,
+    query: web::Query<MonitorQuery>,
+) -> Page {
+    let query = query.into_inner();
+    let uid = query.uid.ok_or_else(|| PageError::not_found("page"))?;
+    monitor_page(session, state, path.into_inner(), uid, query.range.as_deref()).await
+}
+
+async fn monitor_page(
+    session: Session,
+    state: Data,
+    integration: String,
+    uid: String,
+    range: Option<&str>,
+) -> Page {
     let not_found = || PageError::not_found(format!("monitor {uid}"));
-    let range = Range::parse(query.range.as_deref())
+    let range = Range::parse(range)
         .ok_or_else(|| PageError::bad_request("range must be 24h, 7d, 30d or all"))?;
     let key = MonitorKey {
         monitor_uid: MonitorUid::parse(&uid).map_err(|_| not_found())?,
@@ -410,10 +449,9 @@ async fn monitor(
         let projection = state.engine.state();
         let monitor = projection.monitor(&key).ok_or_else(not_found)?.clone();
         let runs = projection.runs(&key).to_vec();
-        // Incidents still open, or resolved within the range.
         let incidents: Vec<Incident> = projection
             .monitor_incidents(&key)
-            .filter(|i| from.is_none_or(|from| i.resolved_at.is_none_or(|r| r >= from)))
+            .filter(|i| incident_in_range(i, from))
             .cloned()
             .collect();
         (monitor, runs, incidents)
@@ -424,7 +462,7 @@ async fn monitor(
         let mut points = Vec::new();
         for seq in runs.iter().rev() {
             let (at, metrics) = stored_run(&engine, *seq)?;
-            if from.is_some_and(|from| at < from) {
+            if !run_in_range(at, from) {
                 break;
             }
             points.push(RunPoint { seq: *seq, at, metrics });
@@ -605,6 +643,17 @@ mod tests {
         assert!(matches_monitor("checkout", &uid, None));
         assert!(matches_monitor("PAY", &uid, Some("Payments API")));
         assert!(!matches_monitor("orders", &uid, Some("Payments API")));
+    }
+
+    #[test]
+    fn textarea_line_breaks_become_newlines() {
+        for (typed, sent) in [
+            ("one line", "one line"),
+            ("line one\r\nline two", "line one\nline two"),
+            ("old\rmac\n\nunix\r\n\r\n", "old\nmac\n\nunix\n\n"),
+        ] {
+            assert_eq!(browser_lines(typed), sent);
+        }
     }
 
     #[test]

@@ -72,6 +72,18 @@ impl Range {
     }
 }
 
+/// Whether a run at `at` is within a range that starts at `from` (`None`: all time). The range
+/// ends now, but a run recorded after `now` (the clock stepped back) is still shown.
+pub fn run_in_range(at: DateTime<Utc>, from: Option<DateTime<Utc>>) -> bool {
+    from.is_none_or(|from| at >= from)
+}
+
+/// Whether a monitor page over a range starting at `from` lists an incident: while it is open,
+/// and once resolved if it was resolved within the range.
+pub fn incident_in_range(incident: &Incident, from: Option<DateTime<Utc>>) -> bool {
+    from.is_none_or(|from| incident.resolved_at.is_none_or(|resolved| resolved >= from))
+}
+
 /// What a monitor did over a range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
@@ -133,7 +145,9 @@ pub fn human_duration(d: Duration) -> String {
 
 /// A time typed into a form: RFC 3339, a `datetime-local` value (`2026-12-03T10:30`, read as
 /// UTC), or a date. A bare date means the start of that day, or its end when `end_of_day`, so
-/// that `to=2026-12-03` includes the whole of that day. An empty field means no bound.
+/// that `to=2026-12-03` includes the whole of that day. An empty field means no bound. Every date
+/// chrono can represent is accepted, up to +262142-12-31, whose end is chrono's last instant; a
+/// later or unreadable one is an error.
 pub fn parse_time_input(raw: &str, end_of_day: bool) -> Result<Option<DateTime<Utc>>, String> {
     let raw = raw.trim();
     if raw.is_empty() {
@@ -148,12 +162,14 @@ pub fn parse_time_input(raw: &str, end_of_day: bool) -> Result<Option<DateTime<U
         }
     }
     if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        let start = date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-        return Ok(Some(if end_of_day {
-            start + Duration::days(1) - Duration::nanoseconds(1)
+        // The last instant of the day is named, not computed as the next midnight less a
+        // nanosecond: the day after chrono's last date does not exist, and adding to it panics.
+        let at = if end_of_day {
+            date.and_hms_nano_opt(23, 59, 59, 999_999_999)
         } else {
-            start
-        }));
+            date.and_hms_opt(0, 0, 0)
+        };
+        return Ok(Some(at.expect("every day has its first and last instant").and_utc()));
     }
     Err(format!("{raw:?} is not a time: use 2026-12-03, 2026-12-03T10:30 or RFC 3339"))
 }
@@ -183,6 +199,10 @@ mod tests {
     }
 
     fn incident(opened: &str, resolved: Option<&str>) -> Incident {
+        incident_at(at(opened), resolved.map(at))
+    }
+
+    fn incident_at(opened: DateTime<Utc>, resolved: Option<DateTime<Utc>>) -> Incident {
         Incident {
             id: IncidentId(uuid::Uuid::nil()),
             integration_id: IntegrationId(uuid::Uuid::nil()),
@@ -193,9 +213,9 @@ mod tests {
             } else {
                 IncidentStatus::Open
             },
-            opened_at: at(opened),
+            opened_at: opened,
             opened_seq: Seq(1),
-            resolved_at: resolved.map(at),
+            resolved_at: resolved,
             resolved_seq: resolved.map(|_| Seq(2)),
             failing_runs: 1,
             last_metrics: run(1, 1).metrics,
@@ -256,6 +276,72 @@ mod tests {
     }
 
     #[test]
+    fn each_range_sums_up_only_its_own_runs_and_resolutions() {
+        const HOUR: i64 = 60;
+        const DAY: i64 = 24 * HOUR;
+        let now = at("2026-12-04T12:00:00Z");
+        let ago = |minutes: i64| now - Duration::minutes(minutes);
+        // Newest first, as the monitor page reads them: minutes ago, and whether the run passed.
+        let runs: Vec<RunPoint> = [
+            (HOUR, true),
+            (2 * HOUR, false),
+            (12 * HOUR, true),
+            (DAY, true), // exactly at the start of the last 24 hours, so within them
+            (25 * HOUR, false),
+            (3 * DAY, false),
+            (6 * DAY, false),
+            (7 * DAY - 1, true),
+            (8 * DAY, true),
+            (29 * DAY, true),
+            (31 * DAY, false),
+            (60 * DAY, false),
+            (90 * DAY, false),
+            (100 * DAY, false),
+            (200 * DAY, false),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (minutes, passing))| RunPoint {
+            at: ago(minutes),
+            ..run(i as u64 + 1, u32::from(!passing))
+        })
+        .collect();
+        // Opened and resolved, in minutes ago, with how long each took.
+        let incidents = [
+            incident_at(ago(3 * HOUR), Some(ago(2 * HOUR))), // 60 min
+            incident_at(ago(26 * HOUR), Some(ago(23 * HOUR))), // 180 min
+            incident_at(ago(25 * HOUR), Some(ago(DAY + 1))), // 59 min, just before the last 24 h
+            incident_at(ago(5 * DAY), Some(ago(5 * DAY - 30))), // 30 min
+            incident_at(ago(10 * DAY), Some(ago(9 * DAY))),  // 1 day
+            incident_at(ago(40 * DAY), Some(ago(40 * DAY - 10))), // 10 min
+            incident_at(ago(50 * DAY), None),                // still open: listed, no time
+        ];
+        // Range: runs, availability, resolved incidents, mean time to resolve (seconds, and as
+        // the page writes it), incidents listed.
+        for (range, runs_in_range, availability, resolved, mttr_s, mttr_text, listed) in [
+            (Range::Day, 4, 75.0, 2, 120 * 60, "2 h 0 min", 3),
+            (Range::Week, 8, 50.0, 4, 4_935, "1 h 22 min", 5),
+            (Range::Month, 10, 60.0, 5, 21_228, "5 h 53 min", 6),
+            (Range::All, 15, 40.0, 6, 17_790, "4 h 56 min", 7),
+        ] {
+            let from = range.start(now);
+            let shown: Vec<RunPoint> =
+                runs.iter().take_while(|r| run_in_range(r.at, from)).cloned().collect();
+            let listed_incidents: Vec<Incident> =
+                incidents.iter().filter(|i| incident_in_range(i, from)).cloned().collect();
+            let summary = summarize(&shown, &listed_incidents, from);
+            let label = range.label();
+            assert_eq!(summary.runs, runs_in_range, "{label}");
+            assert_eq!(summary.availability(), Some(availability), "{label}");
+            assert_eq!(summary.resolved, resolved, "{label}");
+            let mttr = summary.mean_time_to_resolve.expect("incidents were resolved");
+            assert_eq!(mttr, Duration::seconds(mttr_s), "{label}");
+            assert_eq!(human_duration(mttr), mttr_text, "{label}");
+            assert_eq!(listed_incidents.len(), listed, "{label}");
+        }
+    }
+
+    #[test]
     fn durations_read_like_speech() {
         for (seconds, text) in [
             (0, "0 s"),
@@ -287,6 +373,13 @@ mod tests {
             Ok(Some(at("2026-12-03T09:30:00Z")))
         );
         assert!(parse_time_input("yesterday", false).unwrap_err().contains("\"yesterday\""));
+        // chrono's last date is a whole day too; the year after it is not a time.
+        assert_eq!(parse_time_input("+262142-12-31", true), Ok(Some(DateTime::<Utc>::MAX_UTC)));
+        assert_eq!(
+            parse_time_input("+262142-12-31", false),
+            Ok(Some(NaiveDate::MAX.and_hms_opt(0, 0, 0).unwrap().and_utc()))
+        );
+        assert!(parse_time_input("+262143-01-01", true).is_err());
     }
 
     #[test]

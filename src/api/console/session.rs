@@ -1,6 +1,8 @@
 //! Who is using the console: the sign-in cookie, the CSRF token derived from it, the checks on
 //! every form submission, and the console's error pages.
 
+use std::borrow::Cow;
+use std::fmt::Write;
 use std::future::{ready, Ready};
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -176,17 +178,33 @@ pub fn removal(req: &HttpRequest, name: &'static str) -> (header::HeaderName, St
 }
 
 /// Where to go after signing in: only a console page of this server, never another site.
-pub fn safe_next(next: Option<&str>) -> &str {
+///
+/// A `Location` header may carry only visible ASCII, so spaces and non-ASCII characters (a link
+/// to `/console/é`) are percent-encoded as UTF-8, which leads the browser to the same page. A
+/// target with control characters is not followed at all: they have no place in a link, and a
+/// line break would end the header.
+pub fn safe_next(next: Option<&str>) -> Cow<'_, str> {
     match next {
-        // No control characters either: they cannot go into a `Location` header.
         Some(next)
             if next.starts_with("/console/")
                 && !next.contains('\\')
                 && !next.chars().any(char::is_control) =>
         {
-            next
+            if next.bytes().all(|b| b.is_ascii_graphic()) {
+                return Cow::Borrowed(next);
+            }
+            // Byte by byte: every byte of a non-ASCII character is outside ASCII too.
+            let mut encoded = String::with_capacity(next.len() * 3);
+            for b in next.bytes() {
+                if b.is_ascii_graphic() {
+                    encoded.push(char::from(b));
+                } else {
+                    write!(encoded, "%{b:02X}").expect("writing to a String cannot fail");
+                }
+            }
+            Cow::Owned(encoded)
         }
-        _ => "/console/incidents",
+        _ => Cow::Borrowed("/console/incidents"),
     }
 }
 
@@ -311,6 +329,8 @@ mod tests {
             (Some("/console/\\evil"), "/console/incidents"),
             (Some("/console/x\r\nSet-Cookie: a=b"), "/console/incidents"),
             (Some("/v1/events"), "/console/incidents"),
+            (Some("/console/é?q=a b"), "/console/%C3%A9?q=a%20b"),
+            (Some("/console/%C3%A9"), "/console/%C3%A9"),
         ] {
             assert_eq!(safe_next(next), expected);
         }

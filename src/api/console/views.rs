@@ -99,9 +99,31 @@ fn monitor_badge(status: MonitorStatus) -> Markup {
     }
 }
 
+/// The link to a monitor's page, over its default range.
 pub fn monitor_href(integration: impl std::fmt::Display, uid: &str) -> String {
-    let uid: String = url_segment(uid);
-    format!("/console/monitors/{integration}/{uid}")
+    monitor_range_href(integration, uid, None)
+}
+
+/// The link to a monitor's page over `range`. The uid is the last path segment, except for a uid
+/// of `.` or `..`: URL parsers (every browser's among them) remove such a segment from a path, and
+/// `%2E` as well, so that no encoding of it can reach the server. Those two go in the query.
+pub fn monitor_range_href(
+    integration: impl std::fmt::Display,
+    uid: &str,
+    range: Option<Range>,
+) -> String {
+    let range = range.map(|r| ("range", r.as_str()));
+    if matches!(uid, "." | "..") {
+        let mut pairs = vec![("uid", uid)];
+        pairs.extend(range);
+        let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
+        return format!("/console/monitors/{integration}?{query}");
+    }
+    let mut href = format!("/console/monitors/{integration}/{}", url_segment(uid));
+    if let Some((name, value)) = range {
+        href.push_str(&format!("?{name}={value}"));
+    }
+    href
 }
 
 /// Percent-encodes a path segment: monitor uids are free text.
@@ -434,7 +456,9 @@ pub struct MonitorPage<'a> {
 
 pub fn monitor(viewer: &Viewer, data: &MonitorPage) -> Markup {
     let monitor = data.monitor;
-    let here = monitor_href(monitor.integration_id, monitor.monitor_uid.as_str());
+    let range_href = |range| {
+        monitor_range_href(monitor.integration_id, monitor.monitor_uid.as_str(), Some(range))
+    };
     let title = monitor.name.as_deref().unwrap_or(monitor.monitor_uid.as_str());
     page(
         title,
@@ -456,7 +480,7 @@ pub fn monitor(viewer: &Viewer, data: &MonitorPage) -> Markup {
             }
             nav.ranges aria-label="Range" {
                 @for range in Range::ALL {
-                    a href={ (here) "?range=" (range.as_str()) } aria-current=[(range == data.range).then_some("page")] { (range.label()) }
+                    a href=(range_href(range)) aria-current=[(range == data.range).then_some("page")] { (range.label()) }
                 }
             }
             dl.facts #summary {
@@ -706,4 +730,23 @@ pub fn audit(viewer: &Viewer, data: &AuditPage) -> Markup {
             p.muted { "Verification re-hashes every event and checks each link of the chain; replay rebuilds every projection from the log and compares digests. See docs/AUDIT.md." }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitor_links_keep_every_uid_out_of_reach_of_path_normalization() {
+        for (uid, range, href) in [
+            ("checkout", None, "/console/monitors/i/checkout"),
+            ("orders/eu", Some(Range::All), "/console/monitors/i/orders%2Feu?range=all"),
+            ("a b?c#d", None, "/console/monitors/i/a%20b%3Fc%23d"),
+            ("...", None, "/console/monitors/i/..."),
+            (".", None, "/console/monitors/i?uid=."),
+            ("..", Some(Range::Day), "/console/monitors/i?uid=..&range=24h"),
+        ] {
+            assert_eq!(monitor_range_href("i", uid, range), href, "{uid}");
+        }
+    }
 }
