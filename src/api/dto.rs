@@ -159,7 +159,7 @@ impl From<&Incident> for IncidentDto {
             id: i.id,
             integration_id: i.integration_id,
             monitor_uid: i.monitor_uid.to_string(),
-            monitor_name: i.monitor_name.clone(),
+            monitor_name: i.monitor_name.as_deref().map(str::to_owned),
             status: i.status,
             opened_at: i.opened_at,
             acknowledged_at: i.acknowledged_at,
@@ -334,7 +334,7 @@ impl From<&Monitor> for MonitorDto {
         MonitorDto {
             integration_id: m.integration_id,
             monitor_uid: m.monitor_uid.to_string(),
-            name: m.name.clone(),
+            name: m.name.as_deref().map(str::to_owned),
             status: m.status,
             runs_seen: m.runs_seen,
             last_run_at: m.last_run_at,

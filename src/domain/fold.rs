@@ -3,6 +3,7 @@
 //! same log always folds to the same state.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -96,8 +97,8 @@ pub enum MonitorStatus {
 pub struct Monitor {
     pub integration_id: IntegrationId,
     pub monitor_uid: MonitorUid,
-    /// The name from the most recent run that carried one.
-    pub name: Option<String>,
+    /// The name from the most recent run that carried one; shared with the monitor's incidents.
+    pub name: Option<Arc<str>>,
     pub status: MonitorStatus,
     pub runs_seen: u64,
     pub last_run_at: DateTime<Utc>,
@@ -126,7 +127,7 @@ pub struct Incident {
     pub id: IncidentId,
     pub integration_id: IntegrationId,
     pub monitor_uid: MonitorUid,
-    pub monitor_name: Option<String>,
+    pub monitor_name: Option<Arc<str>>,
     pub status: IncidentStatus,
     pub opened_at: DateTime<Utc>,
     pub opened_seq: Seq,
@@ -259,7 +260,21 @@ impl State {
         state.runs = runs.into_iter().collect();
         // Collected rather than inserted one by one: a BTreeMap built from sorted entries (a
         // checkpoint or snapshot lists them in key order) is built in bulk.
-        state.incidents = incidents.into_iter().map(|inc| (inc.opened_seq, inc)).collect();
+        let monitors = &state.monitors;
+        state.incidents = incidents
+            .into_iter()
+            .map(|mut inc| {
+                // Persisted records carry their own copies of the uid and name; sharing the
+                // monitor's, as the fold does, keeps a loaded state as small as a folded one.
+                if let Some(m) = monitors.get(&inc.monitor_key()) {
+                    inc.monitor_uid = m.monitor_uid.clone();
+                    if inc.monitor_name == m.name {
+                        inc.monitor_name.clone_from(&m.name);
+                    }
+                }
+                (inc.opened_seq, inc)
+            })
+            .collect();
         state.incident_index = state.incidents.values().map(|i| (i.id, i.opened_seq)).collect();
         state
     }
@@ -529,8 +544,12 @@ impl State {
             last_metrics: run.metrics.clone(),
             open_incident: None,
         });
-        if run.monitor_name.is_some() {
-            monitor.name = run.monitor_name;
+        // Most runs repeat the name the monitor already has; keeping the shared copy then saves an
+        // allocation per run and keeps the incidents' copies shared with the monitor's.
+        if let Some(name) = run.monitor_name {
+            if monitor.name.as_deref() != Some(name.as_str()) {
+                monitor.name = Some(Arc::from(name));
+            }
         }
         monitor.runs_seen += 1;
         monitor.last_run_at = event.recorded_at;
@@ -550,7 +569,7 @@ impl State {
                     Incident {
                         id,
                         integration_id,
-                        monitor_uid: key.monitor_uid.clone(),
+                        monitor_uid: monitor.monitor_uid.clone(),
                         monitor_name: monitor.name.clone(),
                         status: IncidentStatus::Open,
                         opened_at: event.recorded_at,

@@ -9,6 +9,8 @@
 //! it (the checkpoint's `FORMAT`, the snapshots' `SNAPSHOT_FORMAT`), so that old data is rebuilt
 //! rather than misread.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -332,7 +334,7 @@ pub(crate) fn get_monitor(d: &mut Dec<'_>) -> R<Monitor> {
     Ok(Monitor {
         integration_id: IntegrationId(d.uuid()?),
         monitor_uid: d.monitor_uid()?,
-        name: d.opt(Dec::string)?,
+        name: d.opt(Dec::string)?.map(Arc::from),
         status: match d.u8()? {
             0 => MonitorStatus::Passing,
             1 => MonitorStatus::Failing,
@@ -372,7 +374,7 @@ pub(crate) fn get_incident(d: &mut Dec<'_>) -> R<Incident> {
         id: IncidentId(d.uuid()?),
         integration_id: IntegrationId(d.uuid()?),
         monitor_uid: d.monitor_uid()?,
-        monitor_name: d.opt(Dec::string)?,
+        monitor_name: d.opt(Dec::string)?.map(Arc::from),
         status: status_of(d.u8()?)?,
         opened_at: d.time()?,
         opened_seq: d.seq()?,
