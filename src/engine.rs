@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use crate::audit::{self, ReplayReport, VerifyReport};
 use crate::domain::{
-    ApiToken, ApiTokenId, Digest256, Event, EventBody, EventId, FoldError, IdempotentRun, Incident,
-    IncidentId, IncidentRef, IncidentStatus, Integration, IntegrationId, MonitorUid, Outcome,
-    ParsedRun, Role, Seq, State, TokenHash, Transition, Verdict,
+    ApiToken, ApiTokenId, Delta, Digest256, Event, EventBody, EventId, FoldError, IdempotentRun,
+    Incident, IncidentId, IncidentRef, IncidentStatus, Integration, IntegrationId, MonitorUid,
+    Outcome, ParsedRun, Role, Seq, State, TokenHash, Touched, Transition, Verdict,
 };
 use crate::metrics::Metrics;
 use crate::store::{CheckpointBatch, Dirty, Encoded, Store, StoreError, StoreOptions};
@@ -181,7 +181,7 @@ struct Shared {
     metrics: Metrics,
     snapshot_every: u64,
     /// Wakes the snapshotter; taken (closed) at shutdown.
-    snapshot_wake: Mutex<Option<mpsc::Sender<()>>>,
+    snapshot_wake: Mutex<Option<mpsc::Sender<SnapshotJob>>>,
     /// Tells a snapshotter in the middle of a fold to stop, at shutdown.
     snapshot_stop: AtomicBool,
 }
@@ -209,54 +209,51 @@ impl Engine {
         let store = Store::open(dir, &options.store)?;
         let head = store.head()?;
         let head_seq = head.as_ref().map_or(Seq::ZERO, |e| e.seq);
-        let checkpoint = match store.load_checkpoint_pair() {
-            Ok(Some((state, _))) if state.applied() > head_seq => {
+        let checkpoint = match store.load_checkpoint() {
+            Ok(Some(state)) if state.applied() > head_seq => {
                 tracing::warn!(
                     checkpoint = %state.applied(), head = %head_seq,
                     "projection checkpoint is ahead of the log; refolding the log"
                 );
                 None
             }
-            Ok(pair) => pair,
+            Ok(state) => state,
             Err(e) => {
                 tracing::warn!(error = %e, "projection checkpoint unreadable; refolding the log");
                 None
             }
         };
-        // The writer and the readers each get a copy; both are caught up over the same events.
-        let caught_up = checkpoint.and_then(|(mut state, mut writer_state)| {
+        let caught_up = checkpoint.and_then(|mut state| {
             let from = state.applied();
             let mut dirty = Dirty::default();
-            let folded = audit::catch_up(&store, &mut state, Some(&mut dirty))
-                .and_then(|folded| audit::catch_up(&store, &mut writer_state, None).map(|_| folded));
-            match folded {
-                Ok(folded) => Some((
-                    state,
-                    writer_state,
-                    dirty,
-                    Startup { checkpoint: Some(from), events_folded: folded },
-                )),
+            match audit::catch_up(&store, &mut state, Some(&mut dirty)) {
+                Ok(folded) => {
+                    Some((state, dirty, Startup { checkpoint: Some(from), events_folded: folded }))
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "projection checkpoint does not fit the log; refolding the log");
                     None
                 }
             }
         });
-        let (state, writer_state, startup) = match caught_up {
-            Some((state, writer_state, dirty, startup)) => {
+        let (state, startup) = match caught_up {
+            Some((state, dirty, startup)) => {
                 if !dirty.is_empty() {
                     store.save_checkpoint(&state, &dirty)?;
                 }
-                (state, writer_state, startup)
+                (state, startup)
             }
             // The log is the source of truth: fold it from the first event and checkpoint that.
             None => {
                 let mut state = State::default();
                 let folded = audit::catch_up(&store, &mut state, None)?;
                 store.rewrite_checkpoint(&state)?;
-                (state.clone(), state, Startup { checkpoint: None, events_folded: folded })
+                (state, Startup { checkpoint: None, events_folded: folded })
             }
         };
+        // The writer and the readers each get a copy. The copies share every monitor and
+        // incident until the writer changes one (see `publish`).
+        let writer_state = state.clone();
         tracing::info!(
             head = %head_seq, checkpoint = ?startup.checkpoint, events_folded = startup.events_folded,
             "projections ready"
@@ -276,7 +273,7 @@ impl Engine {
         });
         let (wake, woken) = mpsc::channel();
         // One wake-up at start, so that snapshots missing up to the head are built.
-        let _ = wake.send(());
+        let _ = wake.send(SnapshotJob::CatchUp);
         *shared.snapshot_wake.lock().expect("snapshot lock") = Some(wake);
         let snapshot_shared = shared.clone();
         let snapshotter = std::thread::Builder::new()
@@ -474,9 +471,14 @@ impl Engine {
     }
 
     /// The projections as they were right after event `seq` (clamped to the durable head).
-    /// Blocking: loads the nearest snapshot at or before `seq` and folds the log from there.
+    /// Blocking: loads the nearest snapshot at or before `seq` and folds the log from there. At
+    /// the head it copies the published state instead, which shares its monitors and incidents.
     pub fn state_at(&self, seq: Seq) -> Result<State, EngineError> {
-        let seq = seq.min(self.state().applied());
+        let published = self.state();
+        if seq >= published.applied() {
+            return Ok(published.clone());
+        }
+        drop(published);
         audit::state_at(&self.shared.store, seq)
     }
 
@@ -627,9 +629,14 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
         let mut transitions = Vec::new();
         for item in items {
             match item {
-                ToSyncer::Batch { events, answers } => {
+                ToSyncer::Batch { events, delta, snapshot, answers } => {
                     if durable {
-                        publish(shared, &events);
+                        publish(shared, delta);
+                        if let (Some(state), Some(jobs)) =
+                            (snapshot, &*shared.snapshot_wake.lock().expect("snapshot lock"))
+                        {
+                            let _ = jobs.send(SnapshotJob::Save(state));
+                        }
                     } else {
                         // Never acknowledged and perhaps never on disk: take them back so that no
                         // later flush (sled flushes when it closes) makes them durable after all.
@@ -672,48 +679,49 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
     }
 }
 
-/// The snapshot thread: whenever the published head passes a multiple of `snapshot_every`, saves
-/// the missing snapshots up to it. It folds on from the latest snapshot with a state of its own,
-/// off the writer and the syncer, and reads only durable events (up to the published head).
-fn run_snapshotter(shared: &Shared, woken: mpsc::Receiver<()>) {
-    while woken.recv().is_ok() {
-        while woken.try_recv().is_ok() {}
-        let head = shared.state.read().expect("state lock poisoned").applied();
-        match audit::build_snapshots(
-            &shared.store,
-            shared.snapshot_every,
-            head,
-            &shared.snapshot_stop,
-        ) {
+/// Work for the snapshot thread.
+enum SnapshotJob {
+    /// Save the snapshots missing between the latest one and the published head, folding the
+    /// log from the latest one (at start, when snapshots were lost or the interval changed).
+    CatchUp,
+    /// Save this copy of the writer's state, taken right after it folded a multiple of
+    /// `snapshot_every`, now that the events it covers are durable.
+    Save(Box<State>),
+}
+
+/// The snapshot thread: writes projection snapshots off the writer and the syncer, reading only
+/// durable events (up to the published head).
+fn run_snapshotter(shared: &Shared, jobs: mpsc::Receiver<SnapshotJob>) {
+    while let Ok(job) = jobs.recv() {
+        let result = match job {
+            SnapshotJob::CatchUp => {
+                let head = shared.state.read().expect("state lock poisoned").applied();
+                audit::build_snapshots(
+                    &shared.store,
+                    shared.snapshot_every,
+                    head,
+                    &shared.snapshot_stop,
+                )
+            }
+            // Saved even while shutting down: a snapshot skipped now would stay missing, as a
+            // start only fills in those after the latest one.
+            SnapshotJob::Save(state) => {
+                shared.store.save_snapshot(&state).map(|()| 1).map_err(EngineError::from)
+            }
+        };
+        match result {
             Ok(0) => {}
-            Ok(saved) => tracing::debug!(saved, %head, "projection snapshots saved"),
-            // Snapshots only speed up time travel; the next wake-up tries again.
+            Ok(saved) => tracing::debug!(saved, "projection snapshots saved"),
+            // Snapshots only speed up time travel; the next one is taken as usual.
             Err(e) => tracing::warn!(error = %e, "projection snapshot failed"),
         }
     }
 }
 
-/// Folds durable events into the state readers see.
-fn publish(shared: &Shared, events: &[Event]) {
-    let mut published = shared.state.write().expect("state lock poisoned");
-    let before = published.applied().0;
-    for event in events {
-        if let Err(e) = published.apply(event) {
-            // Unreachable while the published state follows the writer's state; if it does
-            // happen, readers keep the last consistent state and writes stop.
-            tracing::error!(error = %e, "published state refused a durable event");
-            shared.failed.store(true, Ordering::Relaxed);
-            return;
-        }
-    }
-    let after = published.applied().0;
-    drop(published);
-    let every = shared.snapshot_every;
-    if every > 0 && after / every > before / every {
-        if let Some(wake) = &*shared.snapshot_wake.lock().expect("snapshot lock") {
-            let _ = wake.send(());
-        }
-    }
+/// Makes a durable batch visible to readers: the published state takes over the entries the batch
+/// left in the writer's state, sharing them rather than folding the same events a second time.
+fn publish(shared: &Shared, delta: Delta) {
+    shared.state.write().expect("state lock poisoned").absorb(delta);
 }
 
 /// One log line per incident opened or resolved, written once the event is durable.
@@ -766,13 +774,41 @@ type Reply = oneshot::Sender<Result<Receipt, EngineError>>;
 
 /// What the writer hands the syncer, in log order.
 enum ToSyncer {
-    /// Events inserted into the store, not yet durable, and the answers to the commands of their
-    /// batch (refusals included, so that every answer keeps its order).
-    Batch { events: Vec<Event>, answers: Vec<(Reply, Result<Receipt, EngineError>)> },
+    /// Events inserted into the store, not yet durable, what they changed in the writer's state,
+    /// and the answers to the commands of their batch (refusals included, so that every answer
+    /// keeps its order).
+    Batch {
+        events: Vec<Event>,
+        delta: Delta,
+        /// A copy of the writer's state at a snapshot seq within the batch, if there is one.
+        snapshot: Option<Box<State>>,
+        answers: Vec<(Reply, Result<Receipt, EngineError>)>,
+    },
     /// A checkpoint, to be written once the events it covers are durable.
     Checkpoint(CheckpointBatch),
     /// Answered once everything sent before it is durable and published.
     Barrier(mpsc::SyncSender<()>),
+}
+
+/// The events of the batch being staged: as folded, as encoded for the store, and what each one
+/// touched in the writer's state.
+struct Staging {
+    events: Vec<Event>,
+    encoded: Vec<Encoded>,
+    changes: Vec<(Seq, Touched)>,
+    /// The writer's state right after an event whose seq is a multiple of `snapshot_every`.
+    snapshot: Option<Box<State>>,
+}
+
+impl Staging {
+    fn with_capacity(n: usize) -> Staging {
+        Staging {
+            events: Vec::with_capacity(n),
+            encoded: Vec::with_capacity(n),
+            changes: Vec::with_capacity(n),
+            snapshot: None,
+        }
+    }
 }
 
 /// Batches the writer may hand on while the syncer is still busy: one being synced, one waiting.
@@ -869,8 +905,7 @@ impl Writer {
             }
             return;
         }
-        let mut staged: Vec<Event> = Vec::with_capacity(batch.len());
-        let mut encoded: Vec<Encoded> = Vec::with_capacity(batch.len());
+        let mut staging = Staging::with_capacity(batch.len());
         let mut answers: Vec<(Reply, Result<Receipt, EngineError>)> =
             Vec::with_capacity(batch.len());
         let mut swaps = Vec::new();
@@ -883,7 +918,7 @@ impl Writer {
                     continue;
                 }
             };
-            let answer = self.stage(command, &mut staged, &mut encoded);
+            let answer = self.stage(command, &mut staging);
             if let Err(EngineError::Corrupt(reason)) = &answer {
                 // The writer's own state refused an event it built: stop before writing anything
                 // that contradicts the log.
@@ -893,8 +928,8 @@ impl Writer {
             answers.push((reply, answer));
         }
         let inserted = !self.shared.failed.load(Ordering::Relaxed)
-            && (staged.is_empty() || {
-                let result = self.shared.store.insert(&encoded);
+            && (staging.events.is_empty() || {
+                let result = self.shared.store.insert(&staging.encoded);
                 if let Err(e) = &result {
                     // Whether the batch reached the disk is unknown, and the writer's state is
                     // ahead of the log: stop accepting writes until an operator restarts the
@@ -914,7 +949,14 @@ impl Writer {
             return;
         }
         // The syncer answers once the batch is durable; it only stops when the writer does.
-        let _ = to_syncer.send(ToSyncer::Batch { events: staged, answers });
+        // What the batch changed, for the published state to take over once it is durable.
+        let delta = self.state.delta(&staging.changes);
+        let _ = to_syncer.send(ToSyncer::Batch {
+            events: staging.events,
+            delta,
+            snapshot: staging.snapshot,
+            answers,
+        });
         if !swaps.is_empty() {
             Writer::drain(to_syncer);
         }
@@ -992,11 +1034,12 @@ impl Writer {
     fn stage(
         &mut self,
         command: WriteCommand,
-        staged: &mut Vec<Event>,
-        encoded: &mut Vec<Encoded>,
+        staging: &mut Staging,
     ) -> Result<Receipt, EngineError> {
         // Taken first, so that times derived from it (a rotation's grace) match the event's.
         let at = self.next_time();
+        // A delivery's payload was parsed at the edge; the fold takes that report as it is.
+        let mut parsed = None;
         let body = match command {
             WriteCommand::CreateIntegration { id, name, token_hash } => {
                 EventBody::IntegrationCreated { integration_id: id, name, token_hash }
@@ -1078,13 +1121,14 @@ impl Writer {
                 EventBody::ApiTokenRevoked { token_id: id }
             }
             WriteCommand::Ingest { token_hash, run, idempotency_key } => {
+                parsed = Some(run.report.clone());
                 let integration = self
                     .state
                     .integration_for_token(&token_hash, Utc::now())
                     .ok_or_else(|| EngineError::NotFound("webhook".to_owned()))?;
                 if let Some(key) = &idempotency_key {
                     if let Some(first) = self.state.idempotent_run(integration.id, key) {
-                        return self.repeat(first.clone(), &run, staged).map(Receipt::Run);
+                        return self.repeat(first.clone(), &run, &staging.events).map(Receipt::Run);
                     }
                 }
                 EventBody::MonitorRunReported {
@@ -1103,8 +1147,19 @@ impl Writer {
             self.head_hash,
         );
         let bytes = Encoded::from_sealed(event.seq, bytes)?;
-        let applied = self.state.apply(&event)?;
+        let applied = match parsed {
+            Some(report) => self.state.apply_parsed(&event, report)?,
+            None => self.state.apply(&event)?,
+        };
         self.dirty.record(&applied.touched, &self.state);
+        staging.changes.push((event.seq, applied.touched));
+        let every = self.options.snapshot_every;
+        if every > 0 && event.seq.0 % every == 0 {
+            // A clone shares every monitor and incident, so it costs the maps' nodes and the run
+            // lists; folding the log again on another thread to reach this seq would cost far
+            // more CPU.
+            staging.snapshot = Some(Box::new(self.state.clone()));
+        }
         self.head_hash = event.hash;
         let receipt = match applied.outcome {
             Outcome::IntegrationCreated
@@ -1143,8 +1198,8 @@ impl Writer {
                     .clone(),
             }),
         };
-        staged.push(event);
-        encoded.push(bytes);
+        staging.events.push(event);
+        staging.encoded.push(bytes);
         Ok(receipt)
     }
 }

@@ -1,5 +1,6 @@
 //! Property tests over random histories of runs, acknowledgements, notes, revocations and
 //! restarts: at most one open incident per monitor, live state equal to every way of rebuilding
+//! it, the published state that takes over each batch's changes equal to the writer's that folds
 //! it, and time travel (with and without projection snapshots) equal to folding a prefix of the
 //! log.
 
@@ -9,8 +10,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use common::run;
 use incidentd::audit;
 use incidentd::domain::{
-    parse_run, Digest256, Event, EventBody, EventId, IncidentId, IncidentStatus, IntegrationId,
-    MonitorUid, Seq, State,
+    parse_run, ApiTokenId, Digest256, Event, EventBody, EventId, IncidentId, IncidentStatus,
+    IntegrationId, MonitorUid, Role, Seq, State,
 };
 use incidentd::engine::{Engine, EngineOptions};
 use incidentd::store::{Encoded, Store, StoreOptions};
@@ -123,14 +124,23 @@ fn pure_history(ops: &[Op]) -> (Vec<Event>, State) {
             state.incidents().map(|i| (i.id, i.status)).collect();
         let target = |pick: usize| incidents.get(pick % incidents.len().max(1)).copied();
         let body = match *op {
-            Op::Run { integration, monitor, failing } => {
+            Op::Run { integration, monitor, failing }
+            | Op::KeyedRun { integration, monitor, failing, .. } => {
                 let id = integrations[integration];
                 if !state.integration(id).unwrap().is_active() {
                     continue;
                 }
+                // A key already used for this integration would be answered, not appended.
+                let idempotency_key = match op {
+                    Op::KeyedRun { key, .. } => Some(format!("key-{key}")),
+                    _ => None,
+                };
+                if idempotency_key.as_ref().is_some_and(|k| state.idempotent_run(id, k).is_some()) {
+                    continue;
+                }
                 let payload = run(&format!("mon-{monitor}"), u32::from(failing), 0);
                 EventBody::MonitorRunReported {
-                    idempotency_key: None,
+                    idempotency_key,
                     integration_id: id,
                     monitor_uid: MonitorUid::parse(&format!("mon-{monitor}")).unwrap(),
                     payload: payload.as_object().unwrap().clone(),
@@ -169,12 +179,37 @@ fn pure_history(ops: &[Op]) -> (Vec<Event>, State) {
                 }
                 EventBody::IntegrationRevoked { integration_id: id }
             }
-            // The pure history covers the incident rules; these go through the engine below.
-            Op::Restart
-            | Op::KeyedRun { .. }
-            | Op::Rotate { .. }
-            | Op::IssueToken
-            | Op::RevokeToken { .. } => continue,
+            Op::Rotate { integration } => {
+                let id = integrations[integration];
+                if !state.integration(id).unwrap().is_active() {
+                    continue;
+                }
+                let n = events.len() as u64;
+                EventBody::IntegrationTokenRotated {
+                    integration_id: id,
+                    token_hash: Digest256::of(&n.to_be_bytes()),
+                    previous_valid_until: time(n + 10),
+                }
+            }
+            Op::IssueToken => {
+                let n = events.len() as u128;
+                EventBody::ApiTokenCreated {
+                    token_id: ApiTokenId(Uuid::from_u128(2000 + n)),
+                    name: format!("reader {n}"),
+                    role: Role::Reader,
+                    token_hash: Digest256::of(format!("api {n}").as_bytes()),
+                }
+            }
+            Op::RevokeToken { token } => {
+                let active: Vec<ApiTokenId> =
+                    state.api_tokens().filter(|t| t.is_active()).map(|t| t.id).collect();
+                let Some(token_id) = active.get(token % active.len().max(1)).copied() else {
+                    continue;
+                };
+                EventBody::ApiTokenRevoked { token_id }
+            }
+            // Restarts are the engine's; the engine histories below play them.
+            Op::Restart => continue,
         };
         append(&mut state, &mut events, body);
     }
@@ -200,6 +235,32 @@ proptest! {
         }
         prop_assert_eq!(again.digest(), full.digest());
         prop_assert_eq!(&again, &full);
+    }
+
+    /// The engine's published state follows the writer's by taking over each batch's `Delta`
+    /// instead of folding it again: after every batch, in batches of any size, it equals the
+    /// writer's state, derived lookups included.
+    #[test]
+    fn absorbing_each_batch_equals_folding_it(
+        ops in prop::collection::vec(op(), 0..60),
+        sizes in prop::collection::vec(1..8usize, 1..20),
+    ) {
+        let (events, full) = pure_history(&ops);
+        let mut writer = State::default();
+        let mut published = writer.clone();
+        let mut rest = &events[..];
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (batch, after) = rest.split_at((*size).min(rest.len()));
+            rest = after;
+            let changes: Vec<_> =
+                batch.iter().map(|e| (e.seq, writer.apply(e).unwrap().touched)).collect();
+            published.absorb(writer.delta(&changes));
+            prop_assert_eq!(&published, &writer);
+        }
+        prop_assert_eq!(&published, &full);
     }
 }
 

@@ -2,7 +2,7 @@
 //! No I/O, no clock, no randomness: every time and id comes from the events themselves, so the
 //! same log always folds to the same state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -195,6 +195,7 @@ pub struct Touched {
     pub api_token: Option<ApiTokenId>,
     /// An `Idempotency-Key` recorded for an integration.
     pub idempotency: Option<(IntegrationId, String)>,
+    /// Set by a run only: the run's seq was appended to this monitor's runs.
     pub monitor: Option<MonitorKey>,
     /// Keyed by the incident's opening seq.
     pub incident: Option<Seq>,
@@ -216,16 +217,33 @@ pub enum FoldError {
     Inconsistent { seq: Seq, reason: String },
 }
 
+/// The entries a batch of events left behind in a state, for a second copy of that state to take
+/// over instead of folding the same events again (see [`State::delta`] and [`State::absorb`]).
+/// Monitors and incidents are shared with the state they come from, not copied.
+#[derive(Debug, Clone, Default)]
+pub struct Delta {
+    applied: Seq,
+    integrations: Vec<Integration>,
+    api_tokens: Vec<ApiToken>,
+    idempotency: Vec<((IntegrationId, String), IdempotentRun)>,
+    monitors: Vec<Arc<Monitor>>,
+    incidents: Vec<Arc<Incident>>,
+    /// Runs appended, in log order.
+    runs: Vec<(MonitorKey, Seq)>,
+}
+
 /// All projections after the events up to `applied`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct State {
     applied: Seq,
     integrations: BTreeMap<IntegrationId, Integration>,
-    monitors: BTreeMap<MonitorKey, Monitor>,
+    /// Monitors and incidents are behind an `Arc` so that two copies of the state (the writer's
+    /// and the published one) share every entry the last batch did not change: see [`Delta`].
+    monitors: BTreeMap<MonitorKey, Arc<Monitor>>,
     /// The seqs of each monitor's runs, oldest first.
     runs: BTreeMap<MonitorKey, Vec<Seq>>,
     /// Keyed by opening seq, so iteration order is the order incidents were opened.
-    incidents: BTreeMap<Seq, Incident>,
+    incidents: BTreeMap<Seq, Arc<Incident>>,
     api_tokens: BTreeMap<ApiTokenId, ApiToken>,
     /// The first run delivered with each (integration, `Idempotency-Key`), as it was answered.
     idempotency: BTreeMap<(IntegrationId, String), IdempotentRun>,
@@ -256,7 +274,7 @@ impl State {
             }
             state.integrations.insert(i.id, i);
         }
-        state.monitors = monitors.into_iter().map(|m| (m.key(), m)).collect();
+        state.monitors = monitors.into_iter().map(|m| (m.key(), Arc::new(m))).collect();
         state.runs = runs.into_iter().collect();
         // Collected rather than inserted one by one: a BTreeMap built from sorted entries (a
         // checkpoint or snapshot lists them in key order) is built in bulk.
@@ -272,7 +290,7 @@ impl State {
                         inc.monitor_name.clone_from(&m.name);
                     }
                 }
-                (inc.opened_seq, inc)
+                (inc.opened_seq, Arc::new(inc))
             })
             .collect();
         state.incident_index = state.incidents.values().map(|i| (i.id, i.opened_seq)).collect();
@@ -317,6 +335,21 @@ impl State {
 
     /// Folds one event in. Events must come in log order, each exactly once.
     pub fn apply(&mut self, event: &Event) -> Result<Applied, FoldError> {
+        self.apply_inner(event, None)
+    }
+
+    /// [`State::apply`] for a run whose payload the caller has already parsed (the writer parses
+    /// every delivery at the edge): the same fold, without parsing the payload a second time. The
+    /// report must be the one parsed from this event's payload.
+    pub fn apply_parsed(&mut self, event: &Event, report: RunReport) -> Result<Applied, FoldError> {
+        self.apply_inner(event, Some(report))
+    }
+
+    fn apply_inner(
+        &mut self,
+        event: &Event,
+        report: Option<RunReport>,
+    ) -> Result<Applied, FoldError> {
         let expected = self.applied.next();
         if event.seq != expected {
             return Err(FoldError::OutOfOrder { expected, got: event.seq });
@@ -442,8 +475,11 @@ impl State {
                         "integration {integration_id} is not active"
                     )));
                 }
-                let report = RunReport::from_payload(payload)
-                    .map_err(|e| inconsistent(format!("stored payload is invalid: {e}")))?;
+                let report = match report {
+                    Some(report) => report,
+                    None => RunReport::from_payload(payload)
+                        .map_err(|e| inconsistent(format!("stored payload is invalid: {e}")))?,
+                };
                 if &report.monitor_uid != monitor_uid {
                     return Err(inconsistent("monitor_uid differs from the payload's".to_owned()));
                 }
@@ -518,7 +554,8 @@ impl State {
     ) -> Result<&mut Incident, String> {
         let seq =
             self.incident_index.get(&id).ok_or_else(|| format!("incident {id} does not exist"))?;
-        let incident = self.incidents.get_mut(seq).expect("index points at an incident");
+        let incident =
+            Arc::make_mut(self.incidents.get_mut(seq).expect("index points at an incident"));
         if incident.integration_id != integration_id || &incident.monitor_uid != monitor_uid {
             return Err(format!("incident {id} belongs to another monitor"));
         }
@@ -533,17 +570,19 @@ impl State {
     ) -> Applied {
         let key = MonitorKey { monitor_uid: run.monitor_uid, integration_id };
         let verdict = run.metrics.verdict();
-        let monitor = self.monitors.entry(key.clone()).or_insert_with(|| Monitor {
-            integration_id,
-            monitor_uid: key.monitor_uid.clone(),
-            name: None,
-            status: MonitorStatus::Passing,
-            runs_seen: 0,
-            last_run_at: event.recorded_at,
-            last_run_seq: event.seq,
-            last_metrics: run.metrics.clone(),
-            open_incident: None,
-        });
+        let monitor = Arc::make_mut(self.monitors.entry(key.clone()).or_insert_with(|| {
+            Arc::new(Monitor {
+                integration_id,
+                monitor_uid: key.monitor_uid.clone(),
+                name: None,
+                status: MonitorStatus::Passing,
+                runs_seen: 0,
+                last_run_at: event.recorded_at,
+                last_run_seq: event.seq,
+                last_metrics: run.metrics.clone(),
+                open_incident: None,
+            })
+        }));
         // Most runs repeat the name the monitor already has; keeping the shared copy then saves an
         // allocation per run and keeps the incidents' copies shared with the monitor's.
         if let Some(name) = run.monitor_name {
@@ -566,7 +605,7 @@ impl State {
                 self.incident_index.insert(id, event.seq);
                 self.incidents.insert(
                     event.seq,
-                    Incident {
+                    Arc::new(Incident {
                         id,
                         integration_id,
                         monitor_uid: monitor.monitor_uid.clone(),
@@ -582,13 +621,15 @@ impl State {
                         acknowledged_by: None,
                         acknowledged_seq: None,
                         actions: Vec::new(),
-                    },
+                    }),
                 );
                 (Transition::Opened, Some(event.seq))
             }
             (Verdict::Failing, Some(seq)) => {
                 monitor.status = MonitorStatus::Failing;
-                let incident = self.incidents.get_mut(&seq).expect("index points at an incident");
+                let incident = Arc::make_mut(
+                    self.incidents.get_mut(&seq).expect("index points at an incident"),
+                );
                 incident.failing_runs += 1;
                 incident.last_metrics = run.metrics;
                 if monitor.name.is_some() {
@@ -599,7 +640,9 @@ impl State {
             (Verdict::Passing, Some(seq)) => {
                 monitor.status = MonitorStatus::Passing;
                 monitor.open_incident = None;
-                let incident = self.incidents.get_mut(&seq).expect("index points at an incident");
+                let incident = Arc::make_mut(
+                    self.incidents.get_mut(&seq).expect("index points at an incident"),
+                );
                 incident.status = IncidentStatus::Resolved;
                 incident.resolved_at = Some(event.recorded_at);
                 incident.resolved_seq = Some(event.seq);
@@ -669,11 +712,11 @@ impl State {
     }
 
     pub fn monitors(&self) -> impl DoubleEndedIterator<Item = &Monitor> {
-        self.monitors.values()
+        self.monitors.values().map(Arc::as_ref)
     }
 
     pub fn monitor(&self, key: &MonitorKey) -> Option<&Monitor> {
-        self.monitors.get(key)
+        self.monitors.get(key).map(Arc::as_ref)
     }
 
     /// Every monitor with this uid, one per integration that received its runs.
@@ -686,7 +729,10 @@ impl State {
             monitor_uid: uid.clone(),
             integration_id: IntegrationId(uuid::Uuid::nil()),
         };
-        self.monitors.range(first..).take_while(move |(k, _)| k.monitor_uid == uid).map(|(_, m)| m)
+        self.monitors
+            .range(first..)
+            .take_while(move |(k, _)| k.monitor_uid == uid)
+            .map(|(_, m)| &**m)
     }
 
     /// The seqs of a monitor's runs, oldest first.
@@ -695,21 +741,21 @@ impl State {
     }
 
     pub fn incident(&self, id: IncidentId) -> Option<&Incident> {
-        self.incident_index.get(&id).and_then(|seq| self.incidents.get(seq))
+        self.incident_index.get(&id).and_then(|seq| self.incident_opened_at(*seq))
     }
 
     pub fn incident_opened_at(&self, opened_seq: Seq) -> Option<&Incident> {
-        self.incidents.get(&opened_seq)
+        self.incidents.get(&opened_seq).map(Arc::as_ref)
     }
 
     /// Incidents opened strictly before `before` (all when `None`), newest first.
     pub fn incidents_newest_first(&self, before: Option<Seq>) -> impl Iterator<Item = &Incident> {
         let upper = before.unwrap_or(Seq(u64::MAX));
-        self.incidents.range(..upper).rev().map(|(_, i)| i)
+        self.incidents.range(..upper).rev().map(|(_, i)| &**i)
     }
 
     pub fn incidents(&self) -> impl DoubleEndedIterator<Item = &Incident> {
-        self.incidents.values()
+        self.incidents.values().map(Arc::as_ref)
     }
 
     /// A monitor's incidents, oldest first.
@@ -717,7 +763,7 @@ impl State {
         &'a self,
         key: &'a MonitorKey,
     ) -> impl Iterator<Item = &'a Incident> {
-        self.incidents.values().filter(move |i| {
+        self.incidents().filter(move |i| {
             i.integration_id == key.integration_id && i.monitor_uid == key.monitor_uid
         })
     }
@@ -766,6 +812,73 @@ impl State {
         let mut hasher = HashWriter(Sha256::new());
         serde_json::to_writer(&mut hasher, &canonical).expect("state serializes");
         Digest256(hasher.0.finalize().into())
+    }
+
+    /// What the events `changes` names (each event's seq and what it touched, as [`State::apply`]
+    /// returned them, in log order) left behind in this state, which must have just folded them.
+    pub fn delta(&self, changes: &[(Seq, Touched)]) -> Delta {
+        let mut integrations = BTreeSet::new();
+        let mut api_tokens = BTreeSet::new();
+        let mut monitors = BTreeSet::new();
+        let mut incidents = BTreeSet::new();
+        let mut delta = Delta { applied: self.applied, ..Delta::default() };
+        for (seq, touched) in changes {
+            integrations.extend(touched.integration);
+            api_tokens.extend(touched.api_token);
+            incidents.extend(touched.incident);
+            if let Some(key) = &touched.monitor {
+                delta.runs.push((key.clone(), *seq));
+                monitors.insert(key);
+            }
+            if let Some(key) = &touched.idempotency {
+                let run = self.idempotency.get(key).expect("a touched key is in the state");
+                delta.idempotency.push((key.clone(), run.clone()));
+            }
+        }
+        let touched = "a touched entry is in the state";
+        delta.integrations = integrations.iter().map(|id| self.integrations[id].clone()).collect();
+        delta.api_tokens = api_tokens.iter().map(|id| self.api_tokens[id].clone()).collect();
+        delta.monitors =
+            monitors.into_iter().map(|k| self.monitors.get(k).expect(touched).clone()).collect();
+        delta.incidents =
+            incidents.iter().map(|s| self.incidents.get(s).expect(touched).clone()).collect();
+        delta
+    }
+
+    /// Takes over the entries of `delta`, taken from a state one batch ahead of this one: this
+    /// state then equals that one, derived lookups included, as if it had folded the batch.
+    pub fn absorb(&mut self, delta: Delta) {
+        for integration in delta.integrations {
+            // An active integration's webhook opens with its current token and, while it has one,
+            // the token its last rotation replaced; a revoked one opens with none.
+            self.token_index.retain(|_, id| *id != integration.id);
+            if integration.is_active() {
+                self.token_index.insert(integration.token_hash, integration.id);
+                if let Some(previous) = integration.previous_token_hash {
+                    self.token_index.insert(previous, integration.id);
+                }
+            }
+            self.integrations.insert(integration.id, integration);
+        }
+        for token in delta.api_tokens {
+            self.api_token_index.retain(|_, id| *id != token.id);
+            if token.is_active() {
+                self.api_token_index.insert(token.token_hash, token.id);
+            }
+            self.api_tokens.insert(token.id, token);
+        }
+        self.idempotency.extend(delta.idempotency);
+        for monitor in delta.monitors {
+            self.monitors.insert(monitor.key(), monitor);
+        }
+        for incident in delta.incidents {
+            self.incident_index.insert(incident.id, incident.opened_seq);
+            self.incidents.insert(incident.opened_seq, incident);
+        }
+        for (key, seq) in delta.runs {
+            self.runs.entry(key).or_default().push(seq);
+        }
+        self.applied = delta.applied;
     }
 
     /// The seqs of the runs that belong to an incident: its monitor's runs from the opening run to

@@ -10,7 +10,7 @@ pub mod payload;
 pub use chain::{ChainError, ChainVerifier};
 pub use event::{DecodeError, Event, EventBody, Role, SCHEMA_VERSION};
 pub use fold::{
-    incident_timeline, ApiToken, Applied, FoldError, IdempotentRun, Incident, IncidentRef,
+    incident_timeline, ApiToken, Applied, Delta, FoldError, IdempotentRun, Incident, IncidentRef,
     IncidentStatus, Integration, Monitor, MonitorKey, MonitorStatus, Outcome, State, TimelineStep,
     Touched, Transition,
 };

@@ -135,23 +135,6 @@ impl Store {
         CheckpointBatch(batch)
     }
 
-    /// Two equal copies of the checkpoint, for the engine's writer and readers. From a snapshot at
-    /// the checkpoint's seq the copies are decoded on two threads at once, which takes about as
-    /// long as decoding one and is faster than cloning it afterwards.
-    pub fn load_checkpoint_pair(&self) -> Result<Option<(State, State)>, StoreError> {
-        let Some(meta) = self.projections.get(META)? else {
-            return Ok(None);
-        };
-        let meta: Meta = serde_json::from_slice(&meta).map_err(bad)?;
-        if meta.format != FORMAT {
-            return Ok(None);
-        }
-        if let Ok(Some(pair)) = self.load_snapshot_pair(meta.applied_seq) {
-            return Ok(Some(pair));
-        }
-        Ok(self.load_checkpoint()?.map(|state| (state.clone(), state)))
-    }
-
     /// Reads the checkpoint back. `Ok(None)` when there is none or it is of another format.
     /// Reads it from a snapshot at the same seq when there is one.
     pub fn load_checkpoint(&self) -> Result<Option<State>, StoreError> {

@@ -212,19 +212,6 @@ impl Store {
         decode_at(&bytes, seq).map(Some)
     }
 
-    /// Two copies of the snapshot at `seq`, decoded on two threads at once.
-    pub fn load_snapshot_pair(&self, seq: Seq) -> Result<Option<(State, State)>, StoreError> {
-        let Some(bytes) = self.snapshot_bytes(seq)? else {
-            return Ok(None);
-        };
-        let (a, b) = std::thread::scope(|scope| {
-            let other = scope.spawn(|| decode_at(&bytes, seq));
-            let one = decode_at(&bytes, seq);
-            (one, other.join().expect("snapshot decoding does not panic"))
-        });
-        Ok(Some((a?, b?)))
-    }
-
     /// The concatenated chunks of the snapshot at `seq`.
     fn snapshot_bytes(&self, seq: Seq) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(first) = self.snapshots.get(key(seq, 0))? else {
