@@ -258,6 +258,8 @@ impl Engine {
             head = %head_seq, checkpoint = ?startup.checkpoint, events_folded = startup.events_folded,
             "projections ready"
         );
+        // Decoding the checkpoint left much freed memory behind.
+        crate::memory::release_free_memory();
 
         let shared = Arc::new(Shared {
             store,
@@ -985,6 +987,8 @@ impl Writer {
             tracing::warn!(error = %e, "checkpoint after replay failed");
             self.dirty = Dirty::everything(&self.state);
         }
+        // The replaced state is gone; give its memory back rather than keep the peak.
+        crate::memory::release_free_memory();
         self.shared.metrics.replays.inc();
         self.shared.metrics.replay_seconds.observe(started.elapsed().as_secs_f64());
         tracing::info!(

@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 pub mod domain;
 pub mod engine;
+pub mod memory;
 pub mod metrics;
 pub mod server;
 pub mod store;

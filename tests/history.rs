@@ -5,6 +5,8 @@
 mod common;
 
 use common::{redact, run, snapshot_settings, TestServer, ADMIN_TOKEN};
+use incidentd::api::dto::StateDto;
+use incidentd::domain::Seq;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -172,7 +174,7 @@ async fn monitor_history_pages_runs_and_their_incidents() {
     );
 
     // Times follow log order, so `from` at the fourth run's time keeps the runs from it on.
-    let event = server.running.engine.event(incidentd::domain::Seq(5)).unwrap().unwrap();
+    let event = server.running.engine.event(Seq(5)).unwrap().unwrap();
     let from = event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let (_, page) = server.get(&format!("/v1/monitors/{MONITOR}/history?from={from}")).await;
     let got: Vec<u64> =
@@ -273,7 +275,7 @@ async fn time_travel_shows_the_past() {
     let (_, live) = server.get("/v1/incidents").await;
     assert_eq!(now["incidents"], live["incidents"], "same shapes as the live API");
 
-    let second = server.running.engine.event(incidentd::domain::Seq(2)).unwrap().unwrap();
+    let second = server.running.engine.event(Seq(2)).unwrap().unwrap();
     let as_of = second.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let (_, then) = server.get(&format!("/v1/state?as_of={as_of}")).await;
     assert_eq!(then["at_seq"], 2);
@@ -286,6 +288,27 @@ async fn time_travel_shows_the_past() {
     for bad in ["", "?at_seq=99", "?at_seq=1&as_of=2000-01-01T00:00:00Z", "?as_of=yesterday"] {
         let (status, body) = server.get(&format!("/v1/state{bad}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+
+    // The answer is streamed in chunks; its bytes are exactly the JSON of the state's DTO, also
+    // when it spans many chunks.
+    for n in 0..200 {
+        server.deliver_run(url, &run(&format!("streamed-{n:03}"), 1, 0)).await;
+    }
+    for seq in [0, 2, 3, server.head() - 1, server.head()] {
+        let response = server
+            .client
+            .get(format!("{}/v1/state?at_seq={seq}", server.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let streamed = response.bytes().await.unwrap();
+        let state = server.running.engine.state_at(Seq(seq)).unwrap();
+        let expected = serde_json::to_vec(&StateDto::from(&state)).unwrap();
+        assert!(seq < 10 || expected.len() > 2 * 64 * 1024, "{} bytes", expected.len());
+        assert!(streamed[..] == expected[..], "at_seq={seq}: the streamed answer differs");
     }
     server.stop().await;
 }
@@ -333,7 +356,7 @@ async fn online_replay_and_verify() {
     assert_eq!(verified["ok"], true, "{verified}");
     assert_eq!(verified["events"], 71);
     assert_eq!(verified["head_seq"], 71);
-    let head = server.running.engine.event(incidentd::domain::Seq(71)).unwrap().unwrap();
+    let head = server.running.engine.event(Seq(71)).unwrap().unwrap();
     assert_eq!(verified["head_hash"], head.hash.to_hex());
     assert_eq!(verified["projection_digest"], server.running.engine.state().digest().to_hex());
     server.stop().await;

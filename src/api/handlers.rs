@@ -756,27 +756,73 @@ pub async fn state_at(
             ))
         }
     };
-    let body = web::block(move || {
+    let folded = web::block(move || {
         let seq = match at {
             Target::Seq(seq) => seq,
             Target::Time(time) => engine.seq_as_of(time)?,
         };
-        let folded = engine.state_at(seq)?;
-        // Serialized here, on the blocking pool: at a million events the answer is over 100 MB
-        // of JSON, and writing it on an HTTP worker would stall every connection of that worker.
-        Ok::<_, EngineError>(serde_json::to_vec(&StateDto::from(&folded)))
+        engine.state_at(seq)
     })
     .await
-    .map_err(blocking)??
-    .map_err(|e| {
-        tracing::error!(error = %e, "serializing the state failed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the state could not be written",
-        )
-    })?;
-    Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))
+    .map_err(blocking)??;
+    // At a million events the answer is over 100 MB of JSON. It is written on the blocking pool,
+    // not on an HTTP worker, whose other connections would stall meanwhile, and sent in chunks as
+    // it is written, so that neither the whole answer nor a DTO per entry is ever held at once.
+    let (chunks, body) = tokio::sync::mpsc::channel(STATE_CHUNKS_IN_FLIGHT);
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut out = ChunkSender { chunks, buffer: Vec::with_capacity(STATE_CHUNK) };
+        let written =
+            serde_json::to_writer(&mut out, &StateBody(&folded)).map_err(|e| e.to_string());
+        if let Err(reason) = written.and_then(|()| out.send().map_err(|e| e.to_string())) {
+            // Mostly a client that hung up; the answer cannot turn into an error any more, so the
+            // connection is closed without the rest.
+            tracing::debug!(%reason, "state answer not sent in full");
+        }
+        drop(folded);
+        crate::memory::release_free_memory();
+    });
+    let body = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), body))
+    });
+    Ok(HttpResponse::Ok().content_type(ContentType::json()).streaming(body))
+}
+
+/// Bytes of a streamed state answer per chunk, and chunks queued ahead of the client.
+const STATE_CHUNK: usize = 64 * 1024;
+const STATE_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Collects written bytes into chunks of [`STATE_CHUNK`] for a streamed answer. Writing fails once
+/// the answer's receiver is gone (the client hung up), which stops the serializer.
+struct ChunkSender {
+    chunks: tokio::sync::mpsc::Sender<web::Bytes>,
+    buffer: Vec<u8>,
+}
+
+impl ChunkSender {
+    /// Sends what is buffered, waiting while the client is [`STATE_CHUNKS_IN_FLIGHT`] behind.
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(STATE_CHUNK));
+        self.chunks
+            .blocking_send(web::Bytes::from(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= STATE_CHUNK {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 enum Target {

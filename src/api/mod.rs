@@ -2,7 +2,7 @@
 
 mod auth;
 mod console;
-mod dto;
+pub mod dto;
 mod error;
 mod handlers;
 pub mod limits;
