@@ -296,13 +296,7 @@ async fn time_travel_shows_the_past() {
         server.deliver_run(url, &run(&format!("streamed-{n:03}"), 1, 0)).await;
     }
     for seq in [0, 2, 3, server.head() - 1, server.head()] {
-        let response = server
-            .client
-            .get(format!("{}/v1/state?at_seq={seq}", server.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
+        let response = server.get_response(&format!("/v1/state?at_seq={seq}")).await;
         assert_eq!(response.status(), StatusCode::OK);
         let streamed = response.bytes().await.unwrap();
         let state = server.running.engine.state_at(Seq(seq)).unwrap();

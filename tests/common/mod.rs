@@ -43,14 +43,17 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
+        read(self.get_response(path).await).await
+    }
+
+    /// A GET with the admin token, its answer unread.
+    pub async fn get_response(&self, path: &str) -> reqwest::Response {
+        self.client
             .get(format!("{}{path}", self.base))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
-            .expect("request is sent");
-        read(response).await
+            .expect("request is sent")
     }
 
     pub async fn post_admin(&self, path: &str, body: Value) -> (StatusCode, Value) {
