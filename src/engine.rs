@@ -180,7 +180,7 @@ struct Shared {
     startup: Startup,
     metrics: Metrics,
     snapshot_every: u64,
-    /// Wakes the snapshotter; taken (closed) at shutdown.
+    /// The snapshot thread's jobs; taken (closed) at shutdown.
     snapshot_wake: Mutex<Option<mpsc::Sender<SnapshotJob>>>,
     /// Tells a snapshotter in the middle of a fold to stop, at shutdown.
     snapshot_stop: AtomicBool,
