@@ -686,6 +686,8 @@ enum SnapshotJob {
     /// Save the snapshots missing between the latest one and the published head, folding the
     /// log from the latest one (at start, when snapshots were lost or the interval changed).
     CatchUp,
+    /// Delete every snapshot and save them again from the log, up to the published head.
+    Rebuild,
     /// Save this copy of the writer's state, taken right after it folded a multiple of
     /// `snapshot_every`, now that the events it covers are durable.
     Save(Box<State>),
@@ -694,17 +696,18 @@ enum SnapshotJob {
 /// The snapshot thread: writes projection snapshots off the writer and the syncer, reading only
 /// durable events (up to the published head).
 fn run_snapshotter(shared: &Shared, jobs: mpsc::Receiver<SnapshotJob>) {
+    let build_missing = || {
+        let head = shared.state.read().expect("state lock poisoned").applied();
+        audit::build_snapshots(&shared.store, shared.snapshot_every, head, &shared.snapshot_stop)
+    };
     while let Ok(job) = jobs.recv() {
         let result = match job {
-            SnapshotJob::CatchUp => {
-                let head = shared.state.read().expect("state lock poisoned").applied();
-                audit::build_snapshots(
-                    &shared.store,
-                    shared.snapshot_every,
-                    head,
-                    &shared.snapshot_stop,
-                )
-            }
+            SnapshotJob::CatchUp => build_missing(),
+            SnapshotJob::Rebuild => shared
+                .store
+                .clear_snapshots()
+                .map_err(EngineError::from)
+                .and_then(|()| build_missing()),
             // Saved even while shutting down: a snapshot skipped now would stay missing, as a
             // start only fills in those after the latest one.
             SnapshotJob::Save(state) => {
@@ -977,6 +980,11 @@ impl Writer {
                 before = %report.digest_before, after = %report.digest_after,
                 "replay rebuilt projections that differ from the live ones; the rebuilt ones win"
             );
+            // Snapshots taken from the live state while the replay ran came from the projections
+            // just replaced; they are rebuilt from the log, after every such one is written.
+            if let Some(jobs) = &*self.shared.snapshot_wake.lock().expect("snapshot lock") {
+                let _ = jobs.send(SnapshotJob::Rebuild);
+            }
         }
         *self.shared.state.write().expect("state lock poisoned") = rebuilt.clone();
         self.state = rebuilt;
