@@ -631,13 +631,17 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
         let mut transitions = Vec::new();
         for item in items {
             match item {
-                ToSyncer::Batch { events, delta, snapshot, answers } => {
+                ToSyncer::Batch { events, delta, snapshots, answers } => {
                     if durable {
                         publish(shared, delta);
-                        if let (Some(state), Some(jobs)) =
-                            (snapshot, &*shared.snapshot_wake.lock().expect("snapshot lock"))
-                        {
-                            let _ = jobs.send(SnapshotJob::Save(state));
+                        if !snapshots.is_empty() {
+                            if let Some(jobs) =
+                                &*shared.snapshot_wake.lock().expect("snapshot lock")
+                            {
+                                for state in snapshots {
+                                    let _ = jobs.send(SnapshotJob::Save(Box::new(state)));
+                                }
+                            }
                         }
                     } else {
                         // Never acknowledged and perhaps never on disk: take them back so that no
@@ -785,8 +789,8 @@ enum ToSyncer {
     Batch {
         events: Vec<Event>,
         delta: Delta,
-        /// A copy of the writer's state at a snapshot seq within the batch, if there is one.
-        snapshot: Option<Box<State>>,
+        /// Copies of the writer's state at the snapshot seqs within the batch.
+        snapshots: Vec<State>,
         answers: Vec<(Reply, Result<Receipt, EngineError>)>,
     },
     /// A checkpoint, to be written once the events it covers are durable.
@@ -801,8 +805,8 @@ struct Staging {
     events: Vec<Event>,
     encoded: Vec<Encoded>,
     changes: Vec<(Seq, Touched)>,
-    /// The writer's state right after an event whose seq is a multiple of `snapshot_every`.
-    snapshot: Option<Box<State>>,
+    /// The writer's state right after each event whose seq is a multiple of `snapshot_every`.
+    snapshots: Vec<State>,
 }
 
 impl Staging {
@@ -811,7 +815,7 @@ impl Staging {
             events: Vec::with_capacity(n),
             encoded: Vec::with_capacity(n),
             changes: Vec::with_capacity(n),
-            snapshot: None,
+            snapshots: Vec::new(),
         }
     }
 }
@@ -959,7 +963,7 @@ impl Writer {
         let _ = to_syncer.send(ToSyncer::Batch {
             events: staging.events,
             delta,
-            snapshot: staging.snapshot,
+            snapshots: staging.snapshots,
             answers,
         });
         if !swaps.is_empty() {
@@ -1170,7 +1174,7 @@ impl Writer {
             // A clone shares every monitor and incident, so it costs the maps' nodes and the run
             // lists; folding the log again on another thread to reach this seq would cost far
             // more CPU.
-            staging.snapshot = Some(Box::new(self.state.clone()));
+            staging.snapshots.push(self.state.clone());
         }
         self.head_hash = event.hash;
         let receipt = match applied.outcome {

@@ -768,21 +768,36 @@ pub async fn state_at(
     // At a million events the answer is over 100 MB of JSON. It is written on the blocking pool,
     // not on an HTTP worker, whose other connections would stall meanwhile, and sent in chunks as
     // it is written, so that neither the whole answer nor a DTO per entry is ever held at once.
+    // A state from the past was built for this answer alone; a copy of the head shares its
+    // entries with the live state and frees little.
+    let historical = folded.applied() < head;
     let (chunks, body) = tokio::sync::mpsc::channel(STATE_CHUNKS_IN_FLIGHT);
+    let runtime = tokio::runtime::Handle::current();
     actix_web::rt::task::spawn_blocking(move || {
-        let mut out = ChunkSender { chunks, buffer: Vec::with_capacity(STATE_CHUNK) };
-        let written =
-            serde_json::to_writer(&mut out, &StateBody(&folded)).map_err(|e| e.to_string());
-        if let Err(reason) = written.and_then(|()| out.send().map_err(|e| e.to_string())) {
-            // Mostly a client that hung up; the answer cannot turn into an error any more, so the
-            // connection is closed without the rest.
-            tracing::debug!(%reason, "state answer not sent in full");
+        let mut out = ChunkSender { chunks, runtime, buffer: Vec::with_capacity(STATE_CHUNK) };
+        let written = serde_json::to_writer(&mut out, &StateBody(&folded))
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.send())
+            .and_then(|()| out.put(StatePart::End));
+        if let Err(e) = written {
+            // A client that hung up or stopped reading. Without the end marker the body stream
+            // fails, and the connection is closed rather than the answer ended as if complete.
+            tracing::debug!(error = %e, "state answer not sent in full");
         }
         drop(folded);
-        crate::memory::release_free_memory();
+        if historical {
+            crate::memory::release_free_memory();
+        }
     });
-    let body = futures_util::stream::unfold(body, |mut body| async move {
-        body.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), body))
+    let body = futures_util::stream::unfold(Some(body), |body| async move {
+        let mut body = body?;
+        match body.recv().await {
+            Some(StatePart::Chunk(chunk)) => Some((Ok(chunk), Some(body))),
+            Some(StatePart::End) => None,
+            // The writer stopped before the end (it failed or panicked): fail the body, so that
+            // the client sees a broken answer, not a short one.
+            None => Some((Err(std::io::Error::other("the state answer was cut short")), None)),
+        }
     });
     Ok(HttpResponse::Ok().content_type(ContentType::json()).streaming(body))
 }
@@ -790,11 +805,23 @@ pub async fn state_at(
 /// Bytes of a streamed state answer per chunk, and chunks queued ahead of the client.
 const STATE_CHUNK: usize = 64 * 1024;
 const STATE_CHUNKS_IN_FLIGHT: usize = 4;
+/// How long a streamed state answer waits for a client that does not read: the answer holds a
+/// thread of the blocking pool (shared with every blocking read of this worker) and a whole state.
+const STATE_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the writer of a streamed state answer hands the response.
+enum StatePart {
+    Chunk(web::Bytes),
+    /// The answer is complete.
+    End,
+}
 
 /// Collects written bytes into chunks of [`STATE_CHUNK`] for a streamed answer. Writing fails once
-/// the answer's receiver is gone (the client hung up), which stops the serializer.
+/// the answer's receiver is gone (the client hung up) or the client has not taken a chunk for
+/// [`STATE_SEND_TIMEOUT`], which stops the serializer.
 struct ChunkSender {
-    chunks: tokio::sync::mpsc::Sender<web::Bytes>,
+    chunks: tokio::sync::mpsc::Sender<StatePart>,
+    runtime: tokio::runtime::Handle,
     buffer: Vec<u8>,
 }
 
@@ -805,9 +832,16 @@ impl ChunkSender {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(STATE_CHUNK));
-        self.chunks
-            .blocking_send(web::Bytes::from(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))
+        self.put(StatePart::Chunk(web::Bytes::from(chunk)))
+    }
+
+    fn put(&self, part: StatePart) -> std::io::Result<()> {
+        let send = tokio::time::timeout(STATE_SEND_TIMEOUT, self.chunks.send(part));
+        match self.runtime.block_on(send) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone")),
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client not reading")),
+        }
     }
 }
 
