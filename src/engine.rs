@@ -181,7 +181,7 @@ struct Shared {
     metrics: Metrics,
     snapshot_every: u64,
     /// The snapshot thread's jobs; taken (closed) at shutdown.
-    snapshot_wake: Mutex<Option<mpsc::Sender<SnapshotJob>>>,
+    snapshot_jobs: Mutex<Option<mpsc::Sender<SnapshotJob>>>,
     /// Tells a snapshotter in the middle of a fold to stop, at shutdown.
     snapshot_stop: AtomicBool,
 }
@@ -270,17 +270,17 @@ impl Engine {
             startup,
             metrics: Metrics::new(),
             snapshot_every: options.snapshot_every,
-            snapshot_wake: Mutex::new(None),
+            snapshot_jobs: Mutex::new(None),
             snapshot_stop: AtomicBool::new(false),
         });
-        let (wake, woken) = mpsc::channel();
-        // One wake-up at start, so that snapshots missing up to the head are built.
-        let _ = wake.send(SnapshotJob::CatchUp);
-        *shared.snapshot_wake.lock().expect("snapshot lock") = Some(wake);
+        let (jobs, queued) = mpsc::channel();
+        // A first job at start builds the snapshots missing up to the head.
+        let _ = jobs.send(SnapshotJob::CatchUp);
+        *shared.snapshot_jobs.lock().expect("snapshot lock") = Some(jobs);
         let snapshot_shared = shared.clone();
         let snapshotter = std::thread::Builder::new()
             .name("incidentd-snapshot".into())
-            .spawn(move || run_snapshotter(&snapshot_shared, woken))
+            .spawn(move || run_snapshotter(&snapshot_shared, queued))
             .map_err(|e| EngineError::Storage(StoreError::Io(e)))?;
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
@@ -577,7 +577,7 @@ impl Engine {
             }
         }
         self.shared.snapshot_stop.store(true, Ordering::Relaxed);
-        drop(self.shared.snapshot_wake.lock().expect("snapshot lock").take());
+        drop(self.shared.snapshot_jobs.lock().expect("snapshot lock").take());
         if let Some(handle) = self.snapshotter.lock().expect("snapshotter lock").take() {
             if handle.join().is_err() {
                 tracing::error!("the snapshot thread panicked");
@@ -636,7 +636,7 @@ fn run_syncer(shared: &Shared, rx: mpsc::Receiver<ToSyncer>) {
                         publish(shared, delta);
                         if !snapshots.is_empty() {
                             if let Some(jobs) =
-                                &*shared.snapshot_wake.lock().expect("snapshot lock")
+                                &*shared.snapshot_jobs.lock().expect("snapshot lock")
                             {
                                 for state in snapshots {
                                     let _ = jobs.send(SnapshotJob::Save(Box::new(state)));
@@ -986,7 +986,7 @@ impl Writer {
             );
             // Snapshots taken from the live state while the replay ran came from the projections
             // just replaced; they are rebuilt from the log, after every such one is written.
-            if let Some(jobs) = &*self.shared.snapshot_wake.lock().expect("snapshot lock") {
+            if let Some(jobs) = &*self.shared.snapshot_jobs.lock().expect("snapshot lock") {
                 let _ = jobs.send(SnapshotJob::Rebuild);
             }
         }
@@ -1137,7 +1137,6 @@ impl Writer {
                 EventBody::ApiTokenRevoked { token_id: id }
             }
             WriteCommand::Ingest { token_hash, run, idempotency_key } => {
-                parsed = Some(run.report.clone());
                 let integration = self
                     .state
                     .integration_for_token(&token_hash, Utc::now())
@@ -1147,12 +1146,15 @@ impl Writer {
                         return self.repeat(first.clone(), &run, &staging.events).map(Receipt::Run);
                     }
                 }
-                EventBody::MonitorRunReported {
+                let ParsedRun { report, payload } = run;
+                let body = EventBody::MonitorRunReported {
                     integration_id: integration.id,
-                    monitor_uid: run.report.monitor_uid,
+                    monitor_uid: report.monitor_uid.clone(),
                     idempotency_key,
-                    payload: run.payload,
-                }
+                    payload,
+                };
+                parsed = Some(report);
+                body
             }
         };
         let (event, bytes) = Event::seal_encoded(

@@ -220,7 +220,7 @@ pub enum FoldError {
 /// The entries a batch of events left behind in a state, for a second copy of that state to take
 /// over instead of folding the same events again (see [`State::delta`] and [`State::absorb`]).
 /// Monitors and incidents are shared with the state they come from, not copied.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Delta {
     applied: Seq,
     integrations: Vec<Integration>,
