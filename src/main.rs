@@ -157,10 +157,11 @@ fn main() -> anyhow::Result<ExitCode> {
     // Log lines are written to stderr by a background thread, so that writing them never holds
     // up an HTTP worker (the access log) or the commit path (incident transitions). Not lossy: a
     // full buffer makes the logging thread wait rather than drop lines. The guard flushes what
-    // is buffered when `main` returns.
+    // is buffered when `main` returns. The thread writes every line waiting for it and then
+    // flushes, so under load many lines share one write to stderr instead of one write each.
     let (writer, _flush_logs) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
