@@ -10,7 +10,7 @@ use common::run;
 use incidentd::audit;
 use incidentd::domain::{parse_run, Seq};
 use incidentd::engine::{Engine, EngineOptions};
-use incidentd::store::{Store, StoreOptions};
+use incidentd::store::{block, Store, StoreOptions};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_incidentd");
@@ -44,15 +44,15 @@ fn cli(args: &[&str], dir: &Path) -> (bool, Value) {
     (output.status.success(), report)
 }
 
-/// Edits the sled tree of events directly, as an attacker with disk access would.
-fn tamper(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
+/// Opens the data directory's sled database directly, as an attacker with disk access would.
+fn raw_db(dir: &Path) -> sled::Db {
     let config = sled::Config::new().path(dir.join("log")).segment_size(8 * 1024 * 1024);
     // sled lets go of its lock only once its background threads release the file, a moment after
     // the previous handle is dropped; Store::open waits for it the same way.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let db = loop {
+    loop {
         match config.open() {
-            Ok(db) => break db,
+            Ok(db) => return db,
             Err(e)
                 if std::time::Instant::now() < deadline
                     && e.to_string().contains("could not acquire lock") =>
@@ -61,9 +61,42 @@ fn tamper(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
             }
             Err(e) => panic!("cannot open the log to tamper with it: {e}"),
         }
-    };
-    let events = db.open_tree("events").unwrap();
-    edit(&events);
+    }
+}
+
+/// Takes every stored event out of the log's blocks, oldest first.
+fn take_events(db: &sled::Db) -> Vec<Vec<u8>> {
+    let blocks = db.open_tree("blocks").unwrap();
+    let mut events = Vec::new();
+    for item in blocks.iter() {
+        let (_, value) = item.unwrap();
+        events.extend(block::decode(&value).unwrap().into_iter().map(<[u8]>::to_vec));
+    }
+    blocks.clear().unwrap();
+    events
+}
+
+/// Edits the stored events (index 0 is seq 1) and writes them back as one well-framed block, so
+/// that only the edit itself is there to be caught.
+fn tamper(dir: &Path, edit: impl FnOnce(&mut Vec<Vec<u8>>)) {
+    let db = raw_db(dir);
+    let mut events = take_events(&db);
+    edit(&mut events);
+    if !events.is_empty() {
+        let value = block::encode(events.iter().map(Vec::as_slice));
+        db.open_tree("blocks").unwrap().insert(Seq(1).to_be_bytes(), value).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+/// Rewrites the log in the layout of directories created before blocks: one stored event per key
+/// of the tree `events`.
+fn to_one_event_per_key(dir: &Path) {
+    let db = raw_db(dir);
+    let legacy = db.open_tree("events").unwrap();
+    for (i, event) in take_events(&db).into_iter().enumerate() {
+        legacy.insert(Seq(i as u64 + 1).to_be_bytes(), event).unwrap();
+    }
     db.flush().unwrap();
 }
 
@@ -110,11 +143,8 @@ async fn verify_names_the_first_altered_missing_or_reordered_event() {
 
     let flipped = case("flipped");
     tamper(&flipped, |events| {
-        let key = Seq(5).to_be_bytes();
-        let mut value = events.get(key).unwrap().unwrap().to_vec();
-        let middle = value.len() / 2;
-        value[middle] ^= 0x01;
-        events.insert(key, value).unwrap();
+        let middle = events[4].len() / 2;
+        events[4][middle] ^= 0x01;
     });
     let (ok, report) = cli(&["verify"], &flipped);
     assert!(!ok, "a flipped byte fails verification");
@@ -126,7 +156,7 @@ async fn verify_names_the_first_altered_missing_or_reordered_event() {
 
     let deleted = case("deleted");
     tamper(&deleted, |events| {
-        events.remove(Seq(7).to_be_bytes()).unwrap();
+        events.remove(6);
     });
     let (ok, report) = cli(&["verify"], &deleted);
     assert!(!ok);
@@ -134,12 +164,7 @@ async fn verify_names_the_first_altered_missing_or_reordered_event() {
     assert!(report["error"].as_str().unwrap().contains("missing"), "{report}");
 
     let swapped = case("swapped");
-    tamper(&swapped, |events| {
-        let (a, b) = (Seq(3).to_be_bytes(), Seq(4).to_be_bytes());
-        let (va, vb) = (events.get(a).unwrap().unwrap(), events.get(b).unwrap().unwrap());
-        events.insert(a, vb).unwrap();
-        events.insert(b, va).unwrap();
-    });
+    tamper(&swapped, |events| events.swap(2, 3));
     let (ok, report) = cli(&["verify"], &swapped);
     assert!(!ok);
     assert_eq!(report["first_bad_seq"], 3, "{report}");
@@ -148,7 +173,7 @@ async fn verify_names_the_first_altered_missing_or_reordered_event() {
     // in the checkpoint still count it, so the offline check still fails.
     let truncated = case("truncated");
     tamper(&truncated, |events| {
-        events.remove(Seq(EVENTS).to_be_bytes()).unwrap();
+        events.pop();
     });
     let (ok, report) = cli(&["verify"], &truncated);
     assert!(!ok, "{report}");
@@ -171,9 +196,8 @@ async fn every_byte_of_an_event_is_covered() {
     drop(store);
     for position in (0..original.len()).step_by(7) {
         tamper(&dir, |events| {
-            let mut value = original.clone();
-            value[position] ^= 0x01;
-            events.insert(Seq(6).to_be_bytes(), value).unwrap();
+            events[5].clone_from(&original);
+            events[5][position] ^= 0x01;
         });
         let store = Store::open(&dir, &StoreOptions::default()).unwrap();
         let report = audit::verify(&store, None);
@@ -187,4 +211,73 @@ async fn every_byte_of_an_event_is_covered() {
             "flip at byte {position} (near {shown:?}) went unnoticed"
         );
     }
+}
+
+/// A directory written before the log was kept in blocks (one stored event per key) is read as it
+/// is: it verifies, replays, serves its events and takes new ones after its own, and stays tamper
+/// evident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_one_event_per_key_is_read_and_extended() {
+    let dir = tempfile::tempdir().unwrap();
+    make_log(dir.path()).await;
+    to_one_event_per_key(dir.path());
+    let (ok, report) = cli(&["verify"], dir.path());
+    assert!(ok, "{report}");
+    assert_eq!(report["events"], EVENTS, "{report}");
+    assert_eq!(report["checkpoint_matches"], true, "{report}");
+
+    {
+        let engine = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        assert_eq!(engine.state().applied(), Seq(EVENTS));
+        let token = engine.create_integration("later").await.unwrap().token;
+        let body = run("m-later", 1, 0).to_string();
+        let receipt =
+            engine.ingest(&token, parse_run(body.as_bytes()).unwrap(), None).await.unwrap();
+        assert!(receipt.incident.is_some());
+        let around: Vec<u64> = engine
+            .events_after(Seq(EVENTS - 2), 10, |_| true)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq.0)
+            .collect();
+        assert_eq!(around, vec![EVENTS - 1, EVENTS, EVENTS + 1, EVENTS + 2]);
+        engine.shutdown();
+    }
+
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    assert_eq!(store.event_count().unwrap(), EVENTS as usize + 2);
+    assert_eq!(store.head().unwrap().unwrap().seq, Seq(EVENTS + 2));
+    for seq in [1, EVENTS, EVENTS + 1, EVENTS + 2] {
+        assert_eq!(store.event(Seq(seq)).unwrap().unwrap().seq, Seq(seq));
+    }
+    assert!(store.event(Seq(EVENTS + 3)).unwrap().is_none());
+    let mut seen = Vec::new();
+    store
+        .scan(Seq(EVENTS - 1), Some(Seq(EVENTS + 1)), |e| {
+            seen.push(e.seq.0);
+            Ok::<_, incidentd::store::StoreError>(())
+        })
+        .unwrap();
+    assert_eq!(seen, vec![EVENTS - 1, EVENTS, EVENTS + 1]);
+    drop(store);
+
+    let (ok, report) = cli(&["verify"], dir.path());
+    assert!(ok, "{report}");
+    assert_eq!(report["events"], EVENTS + 2, "{report}");
+    let (ok, report) = cli(&["replay"], dir.path());
+    assert!(ok, "{report}");
+    assert_eq!(report["identical"], true, "{report}");
+
+    {
+        let db = raw_db(dir.path());
+        let legacy = db.open_tree("events").unwrap();
+        let mut value = legacy.get(Seq(5).to_be_bytes()).unwrap().unwrap().to_vec();
+        let middle = value.len() / 2;
+        value[middle] ^= 0x01;
+        legacy.insert(Seq(5).to_be_bytes(), value).unwrap();
+        db.flush().unwrap();
+    }
+    let (ok, report) = cli(&["verify"], dir.path());
+    assert!(!ok, "{report}");
+    assert_eq!(report["first_bad_seq"], 5, "{report}");
 }

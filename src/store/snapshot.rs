@@ -4,8 +4,9 @@
 //! Snapshots are derived data, like the checkpoint: they are rebuilt from the log whenever they
 //! are missing, unreadable or of another format, and deleting them changes no answer, only its
 //! speed. Each one is the state in the binary encoding of [`super::codec`], cut into values of at
-//! most [`CHUNK_BYTES`] (sled would keep larger values in blob files of their own) and written as
-//! one atomic sled batch, so a snapshot is there whole or not at all.
+//! most [`VALUE_TARGET`] (larger ones would make sled write its leaves to blob files of their
+//! own) and written as one atomic sled batch, so a snapshot is there whole or not at all. Chunks
+//! of any size read back: the number of chunks is stored, not their size.
 //!
 //! Tree `snapshots`: seq (u64 BE) + chunk number (u32 BE) -> bytes. Chunk 0 starts with the
 //! number of chunks (u32 BE). The concatenated bytes are: format, applied seq, then every
@@ -13,13 +14,11 @@
 //! the previous one) and incident, each list led by its length.
 
 use super::codec::{self, Dec, Enc};
-use super::{Store, StoreError};
+use super::{Store, StoreError, VALUE_TARGET};
 use crate::domain::{IntegrationId, MonitorKey, Seq, State};
 
 /// Bumped whenever the encoding changes; a snapshot of another format is ignored and rebuilt.
 const SNAPSHOT_FORMAT: u64 = 1;
-/// The largest value written: far below sled's blob threshold (a quarter of its 8 MiB segments).
-const CHUNK_BYTES: usize = 1 << 20;
 
 fn bad(what: &str) -> StoreError {
     StoreError::BadCheckpoint(format!("projection snapshot: {what}"))
@@ -148,10 +147,10 @@ impl Store {
     /// perhaps on another thread, so that the state need not be kept until then.
     pub fn prepare_snapshot(state: &State) -> SnapshotBatch {
         let bytes = encode(state);
-        let chunks = bytes.len().div_ceil(CHUNK_BYTES).max(1);
-        let n = u32::try_from(chunks).expect("a state of fewer than 2^32 MiB");
+        let chunks = bytes.len().div_ceil(VALUE_TARGET).max(1);
+        let n = u32::try_from(chunks).expect("fewer chunks than u32::MAX");
         let mut batch = sled::Batch::default();
-        for (i, part) in bytes.chunks(CHUNK_BYTES).enumerate() {
+        for (i, part) in bytes.chunks(VALUE_TARGET).enumerate() {
             let i = u32::try_from(i).expect("fewer chunks than u32::MAX");
             let value = if i == 0 {
                 let mut first = Vec::with_capacity(4 + part.len());
