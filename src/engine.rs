@@ -1028,7 +1028,7 @@ impl Writer {
         let EventBody::MonitorRunReported { monitor_uid, payload, .. } = &original.body else {
             return Err(EngineError::Corrupt(format!("event {} is not a run", first.seq)));
         };
-        if *payload != run.payload {
+        if !payload.same_json(&run.payload) {
             return Err(EngineError::IdempotencyKeyReused(first.seq));
         }
         Ok(IngestReceipt {

@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use incidentd::domain::{
     Digest256, Event, EventBody, EventId, IncidentStatus, IntegrationId, MonitorKey, MonitorUid,
-    Seq, State,
+    Payload, Seq, State,
 };
 use incidentd::store::{Dirty, Encoded, Store, StoreOptions};
 use proptest::prelude::*;
@@ -68,7 +68,7 @@ fn run_body(integ: u8, mon: &str, failing: bool, seq_hint: usize) -> EventBody {
         idempotency_key: None,
         integration_id: integration_id(integ),
         monitor_uid: uid(mon),
-        payload,
+        payload: Payload::from_object(&payload),
     }
 }
 

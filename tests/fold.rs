@@ -3,8 +3,8 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use incidentd::domain::{
     incident_timeline, Digest256, Event, EventBody, EventId, FoldError, IncidentId, IncidentStatus,
-    IntegrationId, Metrics, MonitorKey, MonitorStatus, MonitorUid, Outcome, Seq, State, Transition,
-    Verdict,
+    IntegrationId, Metrics, MonitorKey, MonitorStatus, MonitorUid, Outcome, Payload, Seq, State,
+    Transition, Verdict,
 };
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -116,7 +116,7 @@ impl Step {
                 idempotency_key: None,
                 integration_id: integration_id(integ),
                 monitor_uid: uid(mon),
-                payload: payload(mon, name, failed, errors),
+                payload: Payload::from_object(&payload(mon, name, failed, errors)),
             },
             Step::Ack { integ, mon, opened } => EventBody::IncidentAcknowledged {
                 incident_id: IncidentId::derived_from(event_id(opened)),
@@ -817,7 +817,7 @@ fn refusals() {
                     idempotency_key: None,
                     integration_id: integration_id(1),
                     monitor_uid: uid("m1"),
-                    payload: p,
+                    payload: Payload::from_object(&p),
                 })
             },
             inconsistent(2, "stored payload is invalid"),
@@ -832,7 +832,7 @@ fn refusals() {
                     idempotency_key: None,
                     integration_id: integration_id(1),
                     monitor_uid: uid("m1"),
-                    payload: p,
+                    payload: Payload::from_object(&p),
                 })
             },
             inconsistent(3, "stored payload is invalid"),
@@ -845,7 +845,7 @@ fn refusals() {
                     idempotency_key: None,
                     integration_id: integration_id(1),
                     monitor_uid: uid("m1"),
-                    payload: payload("m2", None, 0, 0),
+                    payload: Payload::from_object(&payload("m2", None, 0, 0)),
                 })
             },
             inconsistent(3, "monitor_uid"),

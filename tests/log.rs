@@ -3,7 +3,9 @@
 //! over any range, and a failed batch taken back without touching the batches before it.
 
 use chrono::{Duration, TimeZone, Utc};
-use incidentd::domain::{Digest256, Event, EventBody, EventId, IntegrationId, MonitorUid, Seq};
+use incidentd::domain::{
+    Digest256, Event, EventBody, EventId, IntegrationId, MonitorUid, Payload, Seq,
+};
 use incidentd::store::{Encoded, Store, StoreOptions};
 use uuid::Uuid;
 
@@ -32,7 +34,7 @@ fn extend(log: &mut Vec<Event>, n: usize, payload_bytes: usize) -> Vec<Encoded> 
                 integration_id,
                 monitor_uid: MonitorUid::parse(&format!("m-{}", seq.0 % 5)).unwrap(),
                 idempotency_key: None,
-                payload: payload.as_object().unwrap().clone(),
+                payload: Payload::from_object(payload.as_object().unwrap()),
             }
         };
         let at = start + Duration::seconds(seq.0 as i64);

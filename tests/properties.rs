@@ -11,7 +11,7 @@ use common::run;
 use incidentd::audit;
 use incidentd::domain::{
     parse_run, ApiTokenId, Digest256, Event, EventBody, EventId, IncidentId, IncidentStatus,
-    IntegrationId, MonitorUid, Role, Seq, State,
+    IntegrationId, MonitorUid, Payload, Role, Seq, State,
 };
 use incidentd::engine::{Engine, EngineOptions};
 use incidentd::store::{Encoded, Store, StoreOptions};
@@ -143,7 +143,7 @@ fn pure_history(ops: &[Op]) -> (Vec<Event>, State) {
                     idempotency_key,
                     integration_id: id,
                     monitor_uid: MonitorUid::parse(&format!("mon-{monitor}")).unwrap(),
-                    payload: payload.as_object().unwrap().clone(),
+                    payload: Payload::from_object(payload.as_object().unwrap()),
                 }
             }
             Op::Acknowledge { incident } | Op::Note { incident } => {

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use crate::domain::{
     ApiToken, ApiTokenId, Event, EventBody, Incident, IncidentId, IncidentRef, IncidentStatus,
-    Integration, IntegrationId, Metrics, Monitor, MonitorStatus, PayloadError, Role, RunReport,
-    Seq, State, TimelineStep, Transition, Verdict,
+    Integration, IntegrationId, Metrics, Monitor, MonitorStatus, PayloadError, Role, Seq, State,
+    TimelineStep, Transition, Verdict,
 };
 use crate::engine::{ActionReceipt, IngestReceipt};
 
@@ -224,7 +224,7 @@ impl TryFrom<&TimelineStep<'_>> for TimelineEntry {
         };
         match &event.body {
             EventBody::MonitorRunReported { payload, .. } => {
-                let metrics = RunReport::from_payload(payload)?.metrics;
+                let metrics = payload.report()?.metrics;
                 entry.verdict = Some(metrics.verdict());
                 entry.metrics = Some(metrics);
             }

@@ -18,7 +18,7 @@ use super::AppState;
 use crate::audit::{ReplayReport, VerifyReport};
 use crate::domain::{
     incident_timeline, parse_run, ApiTokenId, Event, EventBody, Incident, IncidentId,
-    IncidentStatus, IntegrationId, Metrics, Monitor, MonitorKey, MonitorUid, RunReport, Seq, State,
+    IncidentStatus, IntegrationId, Metrics, Monitor, MonitorKey, MonitorUid, Seq, State,
 };
 use crate::engine::{Engine, EngineError};
 
@@ -666,8 +666,7 @@ pub(super) fn stored_run(
     let EventBody::MonitorRunReported { payload, .. } = &event.body else {
         return Err(EngineError::Corrupt(format!("event {seq} is not a run")));
     };
-    let report = RunReport::from_payload(payload)
-        .map_err(|e| EngineError::Corrupt(format!("event {seq}: {e}")))?;
+    let report = payload.report().map_err(|e| EngineError::Corrupt(format!("event {seq}: {e}")))?;
     Ok((event.recorded_at, report.metrics))
 }
 

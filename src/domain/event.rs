@@ -3,18 +3,19 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use super::ids::{
     ApiTokenId, Digest256, EventId, IncidentId, IntegrationId, MonitorUid, Seq, TokenHash,
 };
+use super::payload::Payload;
 
 /// The version of the stored event shape written by this build. A stored event with another
 /// version is refused rather than guessed at.
 pub const SCHEMA_VERSION: u16 = 1;
 
-/// What happened. Closed: every consumer matches on every kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What happened. Closed: every consumer matches on every kind. Read back only as part of an
+/// [`Event`], by its decoder.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventBody {
     /// An integration (one webhook URL) was created. Only the hash of its token is recorded.
@@ -40,7 +41,7 @@ pub enum EventBody {
         /// on the same integration is answered from this event instead of appending another.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
-        payload: Map<String, Value>,
+        payload: Payload,
     },
     /// A person acknowledged an open incident. The integration and monitor are recorded too, so
     /// that the log can be filtered by monitor without the projections.
@@ -331,7 +332,7 @@ struct BodyFields {
     role: Option<Role>,
     monitor_uid: Option<MonitorUid>,
     idempotency_key: Option<Option<String>>,
-    payload: Option<Map<String, Value>>,
+    payload: Option<Payload>,
     incident_id: Option<IncidentId>,
     by: Option<String>,
     note: Option<Option<String>>,
@@ -466,6 +467,7 @@ impl<'de> serde::de::Visitor<'de> for EventVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Map, Value};
 
     /// One body of every kind, with the optional fields set.
     fn every_kind() -> Vec<EventBody> {
@@ -494,10 +496,11 @@ mod tests {
                 integration_id: id,
                 monitor_uid: uid.clone(),
                 idempotency_key: Some("k".into()),
-                payload: serde_json::json!({"monitor_uid": "m", "z": [1, {"a": null}]})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
+                payload: Payload::from_object(
+                    serde_json::json!({"monitor_uid": "m", "z": [1, {"a": null}]})
+                        .as_object()
+                        .unwrap(),
+                ),
             },
             EventBody::IncidentAcknowledged {
                 incident_id: IncidentId(uuid::Uuid::nil()),
@@ -560,7 +563,7 @@ mod tests {
             integration_id: IntegrationId(uuid::Uuid::nil()),
             monitor_uid: MonitorUid::parse("m").unwrap(),
             idempotency_key: None,
-            payload: Map::new(),
+            payload: Payload::from_object(&Map::new()),
         });
         bodies.push(EventBody::IncidentAcknowledged {
             incident_id: IncidentId(uuid::Uuid::nil()),

@@ -477,7 +477,8 @@ impl State {
                 }
                 let report = match report {
                     Some(report) => report,
-                    None => RunReport::from_payload(payload)
+                    None => payload
+                        .report()
                         .map_err(|e| inconsistent(format!("stored payload is invalid: {e}")))?,
                 };
                 if &report.monitor_uid != monitor_uid {

@@ -17,4 +17,4 @@ pub use fold::{
 pub use ids::{
     ApiTokenId, Digest256, EventId, IncidentId, IntegrationId, MonitorUid, Seq, TokenHash,
 };
-pub use payload::{parse_run, Metrics, ParsedRun, PayloadError, RunReport, Verdict};
+pub use payload::{parse_run, Metrics, ParsedRun, Payload, PayloadError, RunReport, Verdict};
