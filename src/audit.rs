@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::domain::{ChainVerifier, Digest256, Seq, State};
+use crate::domain::{ChainVerifier, Digest256, Event, Seq, State};
 use crate::engine::EngineError;
 use crate::store::{Dirty, SnapshotBatch, Store, StoreError, StoreOptions};
 
@@ -116,27 +116,36 @@ fn fold_on(
                 snapshots.into_iter().try_for_each(|snapshot| store.apply_snapshot(snapshot))
             })
         });
-        let folded = store.scan(state.applied().next(), up_to, |event| {
-            if event.prev_hash != prev_hash {
-                return Err(EngineError::Corrupt(format!(
-                    "event {} does not link to the event before it",
-                    event.seq
-                )));
-            }
-            prev_hash = event.hash;
-            let applied = state.apply(event)?;
-            if let Some(dirty) = dirty.as_deref_mut() {
-                dirty.record(&applied.touched, state);
-            }
-            if every.is_some_and(|every| event.seq.0 % every == 0)
-                && to_writer.send(Store::prepare_snapshot(state)).is_err()
-            {
-                // The writer stopped on an error, which its join below returns.
-                return Err(EngineError::Unavailable);
-            }
-            count += 1;
-            Ok(())
-        });
+        // Runs' payloads are parsed on the decoding thread, beside the fold.
+        let folded = store.scan_prepared(
+            state.applied().next(),
+            up_to,
+            Event::run_report,
+            |event, report| {
+                if event.prev_hash != prev_hash {
+                    return Err(EngineError::Corrupt(format!(
+                        "event {} does not link to the event before it",
+                        event.seq
+                    )));
+                }
+                prev_hash = event.hash;
+                let applied = match report {
+                    Some(report) => state.apply_parsed(event, report)?,
+                    None => state.apply(event)?,
+                };
+                if let Some(dirty) = dirty.as_deref_mut() {
+                    dirty.record(&applied.touched, state);
+                }
+                if every.is_some_and(|every| event.seq.0 % every == 0)
+                    && to_writer.send(Store::prepare_snapshot(state)).is_err()
+                {
+                    // The writer stopped on an error, which its join below returns.
+                    return Err(EngineError::Unavailable);
+                }
+                count += 1;
+                Ok(())
+            },
+        );
         drop(to_writer);
         let written =
             writer.map_or(Ok(()), |w| w.join().expect("the snapshot writer does not panic"));

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::ids::{
     ApiTokenId, Digest256, EventId, IncidentId, IntegrationId, MonitorUid, Seq, TokenHash,
 };
-use super::payload::Payload;
+use super::payload::{Payload, RunReport};
 
 /// The version of the stored event shape written by this build. A stored event with another
 /// version is refused rather than guessed at.
@@ -256,6 +256,16 @@ impl Event {
             | EventBody::IntegrationTokenRotated { .. }
             | EventBody::ApiTokenCreated { .. }
             | EventBody::ApiTokenRevoked { .. } => None,
+        }
+    }
+
+    /// The typed view of a run's payload, for [`crate::domain::State::apply_parsed`]; `None` for
+    /// other kinds and for a payload that does not parse (which [`crate::domain::State::apply`]
+    /// then reports).
+    pub fn run_report(&self) -> Option<RunReport> {
+        match &self.body {
+            EventBody::MonitorRunReported { payload, .. } => payload.report().ok(),
+            _ => None,
         }
     }
 }

@@ -291,17 +291,30 @@ impl Store {
 
     /// Calls `visit` with every event from `first` to `last` (to the end of the log when `None`),
     /// oldest first, and stops at the first error, its own or the store's.
-    ///
-    /// The blocks are read and decoded on a second thread while `visit` runs on the caller's: in
-    /// a replay, decoding takes about as long as folding. Each block's events go to the caller
-    /// and come back to the decoding thread to be freed there, where they were allocated: freeing
-    /// them on the caller's thread made glibc's malloc contend across its arenas, which cost more
-    /// than the second core gave.
     pub fn scan<E: From<StoreError>>(
         &self,
         first: Seq,
         last: Option<Seq>,
         mut visit: impl FnMut(&Event) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.scan_prepared(first, last, |_| (), |event, ()| visit(event))
+    }
+
+    /// [`Store::scan`] with a first step per event, `prepare`, whose result `visit` receives with
+    /// the event.
+    ///
+    /// The blocks are read and decoded, and `prepare` runs, on a second thread while `visit` runs
+    /// on the caller's: in a replay the fold is the slower half, so what can be worked out from
+    /// an event alone (a run's parsed payload) is best worked out in `prepare`. Each block's
+    /// events go to the caller and come back to the decoding thread to be freed there, where they
+    /// were allocated: freeing them on the caller's thread made glibc's malloc contend across its
+    /// arenas, which cost more than the second core gave.
+    pub fn scan_prepared<T: Send, E: From<StoreError>>(
+        &self,
+        first: Seq,
+        last: Option<Seq>,
+        prepare: impl Fn(&Event) -> T + Sync,
+        mut visit: impl FnMut(&Event, T) -> Result<(), E>,
     ) -> Result<(), E> {
         if last.is_some_and(|last| last < first) {
             return Ok(());
@@ -312,15 +325,19 @@ impl Store {
         };
         for item in legacy {
             let (key, value) = item.map_err(StoreError::from)?;
-            visit(&decode_at(key_seq(&key)?, &value)?)?;
+            let event = decode_at(key_seq(&key)?, &value)?;
+            let prepared = prepare(&event);
+            visit(&event, prepared)?;
         }
         let start = self.block_start(first)?;
         let blocks = match last {
             Some(last) => self.blocks.range(start..=last.to_be_bytes()),
             None => self.blocks.range(start..),
         };
-        let (to_caller, decoded) = mpsc::sync_channel::<Result<Vec<Event>, StoreError>>(4);
+        type Decoded<T> = Result<(Vec<Event>, Vec<T>), StoreError>;
+        let (to_caller, decoded) = mpsc::sync_channel::<Decoded<T>>(4);
         let (to_decoder, done) = mpsc::channel::<Vec<Event>>();
+        let prepare = &prepare;
         std::thread::scope(|scope| {
             let decoder = std::thread::Builder::new().name("incidentd-decode".to_owned());
             let spawned = decoder.spawn_scoped(scope, move || {
@@ -334,7 +351,11 @@ impl Store {
                             (0..events.len()).map(|i| offset(block_first, i)).zip(events).filter(
                                 |(seq, _)| *seq >= first && last.is_none_or(|last| *seq <= last),
                             );
-                        wanted.map(|(seq, bytes)| decode_at(seq, bytes)).collect()
+                        let events = wanted
+                            .map(|(seq, bytes)| decode_at(seq, bytes))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let prepared = events.iter().map(prepare).collect();
+                        Ok((events, prepared))
                     });
                     let failed = events.is_err();
                     // The caller stopped (its own error, or an error sent before) when this fails.
@@ -346,10 +367,10 @@ impl Store {
             spawned.map_err(StoreError::Io)?;
             // `decoded` ends when the decoding thread does; dropping it on an early return stops
             // that thread at its next send.
-            for events in decoded {
-                let events = events?;
-                for event in &events {
-                    visit(event)?;
+            for batch in decoded {
+                let (events, prepared) = batch?;
+                for (event, prepared) in events.iter().zip(prepared) {
+                    visit(event, prepared)?;
                 }
                 let _ = to_decoder.send(events);
             }
