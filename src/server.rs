@@ -34,7 +34,7 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
+    pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
     pub fn new(data_dir: impl Into<PathBuf>, listen: impl Into<String>) -> ServeConfig {
         ServeConfig {

@@ -12,10 +12,14 @@ use uuid::Uuid;
 /// Seals `n` events after `log`, each with a payload of about `payload_bytes`, so that tests
 /// choose how many fit in one block.
 fn extend(log: &mut Vec<Event>, n: usize, payload_bytes: usize) -> Vec<Encoded> {
+    (0..n).map(|_| Encoded::new(seal_next(log, payload_bytes)).unwrap()).collect()
+}
+
+/// Seals the event after `log` (the integration first, then runs) and appends it to `log`.
+fn seal_next(log: &mut Vec<Event>, payload_bytes: usize) -> &Event {
     let integration_id = IntegrationId(Uuid::from_u128(7));
     let start = Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap();
-    let mut batch = Vec::new();
-    for _ in 0..n {
+    {
         let seq = Seq(log.len() as u64 + 1);
         let prev = log.last().map_or(Digest256::GENESIS, |e| e.hash);
         let body = if seq == Seq(1) {
@@ -39,10 +43,24 @@ fn extend(log: &mut Vec<Event>, n: usize, payload_bytes: usize) -> Vec<Encoded> 
         };
         let at = start + Duration::seconds(seq.0 as i64);
         let event = Event::seal(seq, EventId(Uuid::from_u128(u128::from(seq.0))), at, body, prev);
-        batch.push(Encoded::new(&event).unwrap());
         log.push(event);
     }
-    batch
+    log.last().expect("just pushed")
+}
+
+/// An event larger than `MAX_EVENT_BYTES` is refused before it is staged: a leaf of sled holding
+/// such values could grow past the size sled keeps in its fsynced data file.
+#[test]
+fn an_event_too_large_to_store_is_refused() {
+    let mut log = Vec::new();
+    seal_next(&mut log, 0);
+    match Encoded::new(seal_next(&mut log, incidentd::store::MAX_EVENT_BYTES)) {
+        Err(incidentd::store::StoreError::TooLarge { bytes, max }) => {
+            assert!(bytes > max);
+            assert_eq!(max, incidentd::store::MAX_EVENT_BYTES);
+        }
+        other => panic!("an oversized event was not refused: {other:?}"),
+    }
 }
 
 fn open(dir: &std::path::Path) -> Store {
@@ -61,7 +79,7 @@ fn batches_of_every_size_read_back_by_seq_and_by_range() {
         let store = open(dir.path());
         // One event; a batch that fills several blocks (300 events of about 1 KiB against blocks
         // of 64 KiB); a single event larger than a block; small batches after it.
-        for (n, payload) in [(1, 0), (300, 1000), (1, 100_000), (7, 10), (1, 10), (40, 3000)] {
+        for (n, payload) in [(1, 0), (300, 1000), (1, 90_000), (7, 10), (1, 10), (40, 3000)] {
             let batch = extend(&mut log, n, payload);
             store.append(&batch).unwrap();
         }

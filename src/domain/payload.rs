@@ -89,8 +89,8 @@ pub struct RunReport {
     pub metrics: Metrics,
 }
 
-/// A run's payload exactly as Postman sent it: a JSON object kept as its text, every field, known
-/// or not, in its original order and spelling.
+/// A run's payload as Postman sent it: a JSON object kept as its text, every field, known or not,
+/// in its original order and spelling, without the whitespace between tokens.
 ///
 /// Keeping the text rather than a parsed map means an event is sealed and stored without
 /// serializing the payload again, and read back (in a replay, a time-travel fold or a timeline)
@@ -111,9 +111,10 @@ impl Payload {
         read_report(self.get())
     }
 
-    /// The payload as a JSON value, for display and comparison.
-    pub fn to_value(&self) -> Value {
-        serde_json::from_str(self.get()).expect("a payload is valid JSON")
+    /// The payload as a JSON value, for display and comparison. Fails only for a payload that
+    /// never passed [`parse_run`] (an altered log).
+    pub fn to_value(&self) -> serde_json::Result<Value> {
+        serde_json::from_str(self.get())
     }
 
     /// A payload holding `object`, serialized compactly (for events built in code and tests).
@@ -122,9 +123,10 @@ impl Payload {
         Payload(RawValue::from_string(text).expect("serialized JSON is valid"))
     }
 
-    /// Whether two payloads hold the same JSON, however each is spaced.
+    /// Whether two payloads hold the same JSON, whatever the order of their keys.
     pub fn same_json(&self, other: &Payload) -> bool {
-        self.get() == other.get() || self.to_value() == other.to_value()
+        self.get() == other.get()
+            || matches!((self.to_value(), other.to_value()), (Ok(a), Ok(b)) if a == b)
     }
 }
 
@@ -156,7 +158,7 @@ impl<'de> Deserialize<'de> for Payload {
     }
 }
 
-/// A run accepted at the edge: its typed view plus the payload exactly as Postman sent it.
+/// A run accepted at the edge: its typed view plus the payload as Postman sent it.
 #[derive(Debug, Clone)]
 pub struct ParsedRun {
     pub report: RunReport,
@@ -165,7 +167,8 @@ pub struct ParsedRun {
 
 /// Parses a webhook body. Accepts every payload documented for Postman's webhook and keeps
 /// unknown fields; refuses anything that is not a JSON object with a usable `monitor_uid` and
-/// `metrics.failedTests` / `metrics.errors`.
+/// `metrics.failedTests` / `metrics.errors`, and a body that gives one of the fields incidentd
+/// reads twice (which one counts would depend on the reader).
 pub fn parse_run(body: &[u8]) -> Result<ParsedRun, PayloadError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PayloadError::Empty);
@@ -174,17 +177,38 @@ pub fn parse_run(body: &[u8]) -> Result<ParsedRun, PayloadError> {
         Ok(text) => text,
         Err(e) => return Err(PayloadError::NotUtf8 { offset: e.valid_up_to() }),
     };
-    check_depth(text)?;
     let report = read_report(text)?;
-    // The whole body was just read as one JSON object, so this cannot fail; it drops the
-    // whitespace around the object.
-    let raw = serde_json::from_str::<Box<RawValue>>(text).expect("the body is one JSON value");
+    // Without the whitespace between tokens, a stored event is one line of JSON (the NDJSON
+    // export relies on it). The body was just read as one JSON value, so this cannot fail.
+    let raw = RawValue::from_string(without_whitespace(text)).expect("the body is one JSON value");
     Ok(ParsedRun { report, payload: Payload(raw) })
 }
 
+/// `text` without the whitespace outside its strings. JSON strings cannot hold raw whitespace
+/// other than spaces, and those inside strings are kept.
+fn without_whitespace(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+            continue;
+        } else if c == '"' {
+            in_string = true;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Reads the typed view out of a payload's text in one pass: the fields incidentd uses are read
-/// as JSON values and every other field is skipped without being built. A field given twice
-/// counts with its last value, as when the object is read into a map.
+/// as JSON values and every other field is read without being built.
 fn read_report(text: &str) -> Result<RunReport, PayloadError> {
     let top = serde_json::from_str::<TopLevel>(text).map_err(|e| PayloadError::NotJson {
         reason: json_reason(&e),
@@ -192,49 +216,9 @@ fn read_report(text: &str) -> Result<RunReport, PayloadError> {
         column: e.column(),
     })?;
     match top {
-        TopLevel::Fields([monitor_uid, monitor_name, metrics]) => {
-            RunReport::from_fields(monitor_uid.as_ref(), monitor_name.as_ref(), metrics.as_ref())
-        }
+        TopLevel::Object(fields) => fields.report(),
         TopLevel::Not(found) => Err(PayloadError::NotObject { found }),
     }
-}
-
-/// How deeply arrays and objects may nest in a body: as deeply as serde_json builds a value
-/// (its limit is 128 levels, exclusive), which [`Payload::to_value`] relies on.
-const MAX_DEPTH: usize = 127;
-
-/// Refuses a body nested deeper than [`MAX_DEPTH`]. [`read_report`] skips the fields it does not
-/// use without building them, and serde_json sets no depth limit on skipping, so the limit that
-/// reading a body into a value used to enforce is checked here, at the edge, in one pass.
-fn check_depth(text: &str) -> Result<(), PayloadError> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (offset, byte) in text.bytes().enumerate() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    let before = &text[..offset];
-                    let line = before.bytes().filter(|b| *b == b'\n').count() + 1;
-                    let column = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                    let reason = format!("nested deeper than {MAX_DEPTH} levels");
-                    return Err(PayloadError::NotJson { reason, line, column });
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// serde_json's message ends with its own " at line X column Y"; the position is reported
@@ -258,123 +242,309 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// A payload's top level as [`read_report`] reads it: the values of the fields incidentd uses
-/// (in the order of [`USED`]), or the kind of a value that is not an object at all.
+/// The metrics incidentd reads: (key in `metrics`, the field's name in errors).
+const METRICS: [(&str, &str); 6] = [
+    ("failedTests", "metrics.failedTests"),
+    ("errors", "metrics.errors"),
+    ("passedTests", "metrics.passedTests"),
+    ("warnings", "metrics.warnings"),
+    ("requestCount", "metrics.requestCount"),
+    ("totalLatency", "metrics.totalLatency"),
+];
+
+/// A payload's top level as [`read_report`] reads it.
+// Both enums here live on the stack for one read and are never stored; boxing the large variant
+// would add an allocation to every run read.
+#[allow(clippy::large_enum_variant)]
 enum TopLevel {
-    Fields([Option<Value>; 3]),
+    Object(TopFields),
+    /// Not an object: the kind of JSON value it is.
     Not(&'static str),
 }
 
-/// The top-level fields incidentd reads; `metrics` is small and read whole.
-const USED: [&str; 3] = ["monitor_uid", "monitor_name", "metrics"];
+/// The top-level fields incidentd reads, each as given (`None` when absent).
+#[derive(Default)]
+struct TopFields {
+    monitor_uid: Option<Value>,
+    monitor_name: Option<Value>,
+    metrics: Option<MetricsField>,
+    /// The first of these fields given more than once, if any.
+    duplicate: Option<&'static str>,
+}
 
-impl<'de> Deserialize<'de> for TopLevel {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TopLevel, D::Error> {
-        d.deserialize_any(TopLevelVisitor)
+/// The `metrics` field: its metrics as given, or another JSON value (read whole: that is an
+/// error anyway).
+#[allow(clippy::large_enum_variant)]
+enum MetricsField {
+    Object { values: [Option<Value>; 6], duplicate: Option<&'static str> },
+    Not(Value),
+}
+
+/// Any JSON value, read and thrown away. Unlike `serde::de::IgnoredAny`, it goes through
+/// serde_json's full parser, which refuses what building a value would refuse: numbers out of
+/// range, invalid escapes and nesting beyond 128 levels.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        struct SkipVisitor;
+        impl<'de> serde::de::Visitor<'de> for SkipVisitor {
+            type Value = Skip;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                while map.next_key::<Skip>()?.is_some() {
+                    map.next_value::<Skip>()?;
+                }
+                Ok(Skip)
+            }
+        }
+        d.deserialize_any(SkipVisitor)
     }
 }
 
-/// The position of a key in [`USED`], matched without allocating.
-struct UsedKey(Option<usize>);
+/// A key of an object, matched against `names` without allocating: its position, or `None`.
+struct KeyIn<const N: usize>(Option<usize>);
 
-impl<'de> Deserialize<'de> for UsedKey {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<UsedKey, D::Error> {
-        struct KeyVisitor;
-        impl serde::de::Visitor<'_> for KeyVisitor {
-            type Value = UsedKey;
+/// The keys matched by [`KeyIn`] for the top level and for `metrics`.
+trait KeyNames<const N: usize> {
+    const NAMES: [&'static str; N];
+}
+
+impl KeyNames<3> for KeyIn<3> {
+    const NAMES: [&'static str; 3] = ["monitor_uid", "monitor_name", "metrics"];
+}
+
+impl KeyNames<6> for KeyIn<6> {
+    const NAMES: [&'static str; 6] =
+        [METRICS[0].0, METRICS[1].0, METRICS[2].0, METRICS[3].0, METRICS[4].0, METRICS[5].0];
+}
+
+impl<'de, const N: usize> Deserialize<'de> for KeyIn<N>
+where
+    KeyIn<N>: KeyNames<N>,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KeyIn<N>, D::Error> {
+        struct KeyVisitor<const N: usize>;
+        impl<const N: usize> serde::de::Visitor<'_> for KeyVisitor<N>
+        where
+            KeyIn<N>: KeyNames<N>,
+        {
+            type Value = KeyIn<N>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a field name")
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<UsedKey, E> {
-                Ok(UsedKey(USED.iter().position(|name| *name == v)))
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyIn<N>, E> {
+                Ok(KeyIn(<KeyIn<N> as KeyNames<N>>::NAMES.iter().position(|name| *name == v)))
             }
         }
-        d.deserialize_identifier(KeyVisitor)
+        d.deserialize_identifier(KeyVisitor::<N>)
     }
 }
 
-struct TopLevelVisitor;
-
-impl<'de> serde::de::Visitor<'de> for TopLevelVisitor {
-    type Value = TopLevel;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
+/// Stores a field's value, remembering the first field given twice.
+fn set<T>(
+    slot: &mut Option<T>,
+    value: T,
+    name: &'static str,
+    duplicate: &mut Option<&'static str>,
+) {
+    if slot.is_some() && duplicate.is_none() {
+        *duplicate = Some(name);
     }
+    *slot = Some(value);
+}
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
-        let mut fields: [Option<Value>; 3] = Default::default();
-        while let Some(UsedKey(position)) = map.next_key()? {
-            match position {
-                Some(i) => fields[i] = Some(map.next_value()?),
-                None => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TopLevel, D::Error> {
+        struct TopVisitor;
+        impl<'de> serde::de::Visitor<'de> for TopVisitor {
+            type Value = TopLevel;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TopLevel, A::Error> {
+                let mut f = TopFields::default();
+                while let Some(KeyIn(key)) = map.next_key::<KeyIn<3>>()? {
+                    match key {
+                        Some(0) => set(
+                            &mut f.monitor_uid,
+                            map.next_value()?,
+                            "monitor_uid",
+                            &mut f.duplicate,
+                        ),
+                        Some(1) => set(
+                            &mut f.monitor_name,
+                            map.next_value()?,
+                            "monitor_name",
+                            &mut f.duplicate,
+                        ),
+                        Some(_) => {
+                            set(&mut f.metrics, map.next_value()?, "metrics", &mut f.duplicate)
+                        }
+                        None => {
+                            map.next_value::<Skip>()?;
+                        }
+                    }
                 }
+                Ok(TopLevel::Object(f))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TopLevel, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(TopLevel::Not("array"))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<TopLevel, E> {
+                Ok(TopLevel::Not("boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<TopLevel, E> {
+                Ok(TopLevel::Not("number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<TopLevel, E> {
+                Ok(TopLevel::Not("number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<TopLevel, E> {
+                Ok(TopLevel::Not("number"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<TopLevel, E> {
+                Ok(TopLevel::Not("string"))
+            }
+            fn visit_unit<E>(self) -> Result<TopLevel, E> {
+                Ok(TopLevel::Not("null"))
             }
         }
-        Ok(TopLevel::Fields(fields))
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<TopLevel, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(TopLevel::Not("array"))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<TopLevel, E> {
-        Ok(TopLevel::Not("boolean"))
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<TopLevel, E> {
-        Ok(TopLevel::Not("number"))
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<TopLevel, E> {
-        Ok(TopLevel::Not("number"))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<TopLevel, E> {
-        Ok(TopLevel::Not("number"))
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<TopLevel, E> {
-        Ok(TopLevel::Not("string"))
-    }
-
-    fn visit_unit<E>(self) -> Result<TopLevel, E> {
-        Ok(TopLevel::Not("null"))
+        d.deserialize_any(TopVisitor)
     }
 }
 
-impl RunReport {
-    /// Checks the fields read out of a payload against the schema and builds the typed view.
-    fn from_fields(
-        monitor_uid: Option<&Value>,
-        monitor_name: Option<&Value>,
-        metrics: Option<&Value>,
-    ) -> Result<RunReport, PayloadError> {
-        let monitor_uid = match monitor_uid {
+impl<'de> Deserialize<'de> for MetricsField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MetricsField, D::Error> {
+        struct MetricsVisitor;
+        impl<'de> serde::de::Visitor<'de> for MetricsVisitor {
+            type Value = MetricsField;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<MetricsField, A::Error> {
+                let mut values: [Option<Value>; 6] = Default::default();
+                let mut duplicate = None;
+                while let Some(KeyIn(key)) = map.next_key::<KeyIn<6>>()? {
+                    match key {
+                        Some(i) => {
+                            set(&mut values[i], map.next_value()?, METRICS[i].1, &mut duplicate)
+                        }
+                        None => {
+                            map.next_value::<Skip>()?;
+                        }
+                    }
+                }
+                Ok(MetricsField::Object { values, duplicate })
+            }
+            // Anything else is refused by the schema check, which names its kind.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<MetricsField, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(MetricsField::Not(Value::Array(Vec::new())))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<MetricsField, E> {
+                Ok(MetricsField::Not(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<MetricsField, E> {
+                Ok(MetricsField::Not(Value::from(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<MetricsField, E> {
+                Ok(MetricsField::Not(Value::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<MetricsField, E> {
+                Ok(MetricsField::Not(Value::from(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<MetricsField, E> {
+                Ok(MetricsField::Not(Value::from(v)))
+            }
+            fn visit_unit<E>(self) -> Result<MetricsField, E> {
+                Ok(MetricsField::Not(Value::Null))
+            }
+        }
+        d.deserialize_any(MetricsVisitor)
+    }
+}
+
+fn given_twice(field: &'static str) -> PayloadError {
+    PayloadError::Invalid { field, reason: "is given more than once".to_owned() }
+}
+
+impl TopFields {
+    /// Checks the fields against the schema and builds the typed view.
+    fn report(self) -> Result<RunReport, PayloadError> {
+        if let Some(field) = self.duplicate {
+            return Err(given_twice(field));
+        }
+        let monitor_uid = match &self.monitor_uid {
             None | Some(Value::Null) => return Err(PayloadError::Missing { field: "monitor_uid" }),
             Some(Value::String(s)) => MonitorUid::parse(s).map_err(|reason| {
                 PayloadError::Invalid { field: "monitor_uid", reason: reason.to_owned() }
             })?,
             Some(other) => return Err(wrong_type("monitor_uid", "a string", other)),
         };
-        let monitor_name = match monitor_name {
+        let monitor_name = match self.monitor_name {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => return Err(wrong_type("monitor_name", "a string", other)),
+            Some(Value::String(s)) => Some(s),
+            Some(other) => return Err(wrong_type("monitor_name", "a string", &other)),
         };
-        let metrics = match metrics {
-            None | Some(Value::Null) => return Err(PayloadError::Missing { field: "metrics" }),
-            Some(Value::Object(m)) => Metrics {
-                failed_tests: required_count(m, "failedTests", "metrics.failedTests")?,
-                errors: required_count(m, "errors", "metrics.errors")?,
-                passed_tests: optional_count(m, "passedTests", "metrics.passedTests")?,
-                warnings: optional_count(m, "warnings", "metrics.warnings")?,
-                request_count: optional_count(m, "requestCount", "metrics.requestCount")?,
-                total_latency: optional_u64(m, "totalLatency", "metrics.totalLatency")?,
-            },
-            Some(other) => return Err(wrong_type("metrics", "an object", other)),
+        let metrics = match self.metrics {
+            None | Some(MetricsField::Not(Value::Null)) => {
+                return Err(PayloadError::Missing { field: "metrics" })
+            }
+            Some(MetricsField::Not(other)) => {
+                return Err(wrong_type("metrics", "an object", &other))
+            }
+            Some(MetricsField::Object { duplicate: Some(field), .. }) => {
+                return Err(given_twice(field))
+            }
+            Some(MetricsField::Object { values, duplicate: None }) => {
+                let [failed, errors, passed, warnings, requests, latency] = values;
+                Metrics {
+                    failed_tests: required_count(failed.as_ref(), METRICS[0].1)?,
+                    errors: required_count(errors.as_ref(), METRICS[1].1)?,
+                    passed_tests: optional_count(passed.as_ref(), METRICS[2].1)?,
+                    warnings: optional_count(warnings.as_ref(), METRICS[3].1)?,
+                    request_count: optional_count(requests.as_ref(), METRICS[4].1)?,
+                    total_latency: optional_u64(latency.as_ref(), METRICS[5].1)?,
+                }
+            }
         };
         Ok(RunReport { monitor_uid, monitor_name, metrics })
     }
@@ -384,20 +554,12 @@ fn wrong_type(field: &'static str, expected: &str, found: &Value) -> PayloadErro
     PayloadError::Invalid { field, reason: format!("must be {expected}, got {}", json_kind(found)) }
 }
 
-fn required_count(
-    m: &Map<String, Value>,
-    key: &str,
-    field: &'static str,
-) -> Result<u32, PayloadError> {
-    optional_count(m, key, field)?.ok_or(PayloadError::Missing { field })
+fn required_count(value: Option<&Value>, field: &'static str) -> Result<u32, PayloadError> {
+    optional_count(value, field)?.ok_or(PayloadError::Missing { field })
 }
 
-fn optional_count(
-    m: &Map<String, Value>,
-    key: &str,
-    field: &'static str,
-) -> Result<Option<u32>, PayloadError> {
-    match optional_u64(m, key, field)? {
+fn optional_count(value: Option<&Value>, field: &'static str) -> Result<Option<u32>, PayloadError> {
+    match optional_u64(value, field)? {
         None => Ok(None),
         Some(n) => u32::try_from(n).map(Some).map_err(|_| PayloadError::Invalid {
             field,
@@ -406,12 +568,8 @@ fn optional_count(
     }
 }
 
-fn optional_u64(
-    m: &Map<String, Value>,
-    key: &str,
-    field: &'static str,
-) -> Result<Option<u64>, PayloadError> {
-    match m.get(key) {
+fn optional_u64(value: Option<&Value>, field: &'static str) -> Result<Option<u64>, PayloadError> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => {
             if let Some(v) = n.as_u64() {
@@ -483,42 +641,76 @@ mod tests {
         }
     }
 
-    /// The depth check refuses exactly the bodies that serde_json refuses to build as a value.
-    #[test]
-    fn nesting_is_limited_as_serde_json_limits_it() {
-        for depth in [1, 2, 100, MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 1000] {
-            for (open, close) in [("{\"a\":", "}"), ("[", "]")] {
-                let mut text = open.repeat(depth);
-                text.push_str("\"[{\\\"\"");
-                text.push_str(&close.repeat(depth));
-                let built = serde_json::from_str::<Value>(&text).is_ok();
-                assert_eq!(check_depth(&text).is_ok(), built, "{open} x {depth}");
-            }
-        }
-        let err = parse_run(format!("{}1{}", "[".repeat(200), "]".repeat(200)).as_bytes());
-        assert!(matches!(err, Err(PayloadError::NotJson { line: 1, column: 128, .. })), "{err:?}");
-    }
-
-    /// A payload is its text: kept with its spacing, equal only to the same text, and read as
-    /// the same JSON however it is spaced. A stored payload must be an object.
+    /// A payload is its text as sent, less the whitespace between tokens (so a stored event
+    /// stays one line): equal only to the same text, the same JSON whatever its key order. A
+    /// stored payload must be an object.
     #[test]
     fn a_payload_is_kept_as_text() {
-        let spaced = parse_run(
-            b" {\"monitor_uid\" : \"m\",\n \"metrics\":{\"errors\":0,\"failedTests\":1}}\n",
+        let sent = parse_run(
+            b" {\"monitor_uid\" :\t\"m\",\r\n \"monitor_name\": \"a \\\" b\",\n \"metrics\":{\"errors\":0,\"failedTests\":1,\"x\":1.50}}\n",
         )
         .unwrap()
         .payload;
         assert_eq!(
-            spaced.get(),
-            "{\"monitor_uid\" : \"m\",\n \"metrics\":{\"errors\":0,\"failedTests\":1}}"
+            sent.get(),
+            r#"{"monitor_uid":"m","monitor_name":"a \" b","metrics":{"errors":0,"failedTests":1,"x":1.50}}"#
         );
-        let compact = Payload::from_object(spaced.to_value().as_object().unwrap());
-        assert_ne!(spaced, compact);
-        assert!(spaced.same_json(&compact));
-        assert_eq!(spaced.report().unwrap(), compact.report().unwrap());
-        assert_eq!(serde_json::to_string(&spaced).unwrap(), spaced.get());
+        let reordered = parse_run(
+            br#"{"metrics":{"x":1.50,"errors":0,"failedTests":1},"monitor_name":"a \" b","monitor_uid":"m"}"#,
+        )
+        .unwrap()
+        .payload;
+        assert_ne!(sent, reordered);
+        assert!(sent.same_json(&reordered));
+        assert_eq!(sent.report().unwrap(), reordered.report().unwrap());
+        assert_eq!(serde_json::to_string(&sent).unwrap(), sent.get());
         assert!(serde_json::from_str::<Payload>("[1]").is_err());
         assert_eq!(serde_json::from_str::<Payload>(" {\"a\": 1}").unwrap().get(), "{\"a\": 1}");
+    }
+
+    /// Fields incidentd does not read are still checked as strictly as a JSON value is built:
+    /// what could not be read back as JSON later is refused now.
+    #[test]
+    fn unread_fields_are_checked_too() {
+        let run = |extra: &str| {
+            let body = format!(
+                r#"{{"monitor_uid":"m","metrics":{{"errors":0,"failedTests":0,"y":{extra}}},"x":{extra}}}"#
+            );
+            parse_run(body.as_bytes())
+        };
+        assert!(run("[1, {\"a\": \"\\u00e9\"}]").is_ok());
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for bad in ["1e400", r#""\ud800""#, r#""\q""#, &deep] {
+            let err = run(bad).unwrap_err();
+            assert_eq!(err.code(), "invalid_json", "{bad}: {err}");
+        }
+    }
+
+    /// A field incidentd reads may appear once: which of two would count depends on the reader.
+    #[test]
+    fn fields_read_twice_are_refused() {
+        for (body, field) in [
+            (
+                r#"{"monitor_uid":"a","metrics":{"errors":0,"failedTests":0},"monitor_uid":"b"}"#,
+                "monitor_uid",
+            ),
+            (
+                r#"{"monitor_uid":"a","metrics":{"errors":0,"failedTests":0,"errors":1}}"#,
+                "metrics.errors",
+            ),
+            (
+                r#"{"monitor_uid":"a","metrics":null,"metrics":{"errors":0,"failedTests":0}}"#,
+                "metrics",
+            ),
+        ] {
+            let err = parse_run(body.as_bytes()).unwrap_err();
+            assert_eq!(err, given_twice(field), "{body}");
+        }
+        // Fields it does not read may repeat, as JSON allows.
+        assert!(parse_run(
+            br#"{"x":1,"monitor_uid":"a","x":2,"metrics":{"errors":0,"failedTests":0}}"#
+        )
+        .is_ok());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Layout of the sled database in `<data-dir>/log`:
 //! - tree `blocks`: the log. Big-endian seq of a block's first event -> a block of consecutive
 //!   stored events, see [`block`]. Written only by [`Store::insert`], one or more blocks per
-//!   commit batch, never changed afterwards.
+//!   commit batch, never changed afterwards (the one removal is [`Store::discard`] of a batch
+//!   whose fsync failed, which was never part of the log).
 //! - tree `events`: the log as directories created before blocks hold it, one stored event per
 //!   key (big-endian seq -> the event's stored JSON). Read, never written: every seq in it comes
 //!   before every seq in `blocks`. Empty in directories created since.
@@ -56,13 +57,14 @@ impl Default for StoreOptions {
     }
 }
 
-/// sled segment size. sled writes a value larger than a quarter segment to a separate blob file
-/// that it never fsyncs, so segments are made large enough that no event is ever a blob.
+/// sled segment size. sled writes anything larger than a quarter segment (2 MiB) to a separate
+/// blob file that it never fsyncs; see [`VALUE_TARGET`] for how the store stays below that.
 const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
 
-/// The largest encoded event [`Store::append`] accepts: safely below sled's blob threshold
-/// (a quarter segment, less headers), so every event lives in the fsynced data file.
-pub const MAX_EVENT_BYTES: usize = SEGMENT_SIZE / 4 - 64 * 1024;
+/// The largest encoded event [`Store::append`] accepts. An event this large gets a block of its
+/// own, and a leaf of 17 such blocks (see [`VALUE_TARGET`]) stays below sled's blob threshold, so
+/// every event lives in the fsynced data file however the leaves around it are rewritten.
+pub const MAX_EVENT_BYTES: usize = 96 * 1024;
 
 /// An event in its stored form, checked to fit the store. Encoding happens once, before the
 /// event is staged, so that an event too large to store is refused on its own rather than failing
@@ -93,7 +95,7 @@ impl Encoded {
 /// sled keeps up to 17 entries in a leaf node and, every few updates, writes the whole leaf to its
 /// log again (consolidation). A leaf written that way that is larger than a quarter segment goes
 /// to a blob file of its own, which sled never fsyncs and which then has to be read back whole.
-/// 17 values of this size stay well below that threshold (2 MiB).
+/// 17 values of this size, or of [`MAX_EVENT_BYTES`], stay well below that threshold (2 MiB).
 const VALUE_TARGET: usize = 64 * 1024;
 
 pub struct Store {
@@ -145,10 +147,11 @@ impl Store {
     /// `events` must be consecutive seqs following the head. They are packed into as few blocks
     /// as [`VALUE_TARGET`] allows.
     pub fn insert(&self, events: &[Encoded]) -> Result<(), StoreError> {
-        assert!(
-            events.windows(2).all(|pair| pair[1].seq == pair[0].seq.next()),
-            "a block holds consecutive seqs only"
-        );
+        if let Some(pair) = events.windows(2).find(|pair| pair[1].seq != pair[0].seq.next()) {
+            // A block gives its events consecutive seqs; storing these would misplace them.
+            let reason = format!("appended after event {} in one batch", pair[0].seq);
+            return Err(StoreError::Corrupt { seq: pair[1].seq, reason });
+        }
         let mut batch = sled::Batch::default();
         let mut rest = events;
         while let Some(first) = rest.first() {
@@ -207,9 +210,8 @@ impl Store {
     /// The last event of the log, if any.
     pub fn head(&self) -> Result<Option<Event>, StoreError> {
         if let Some((key, value)) = self.blocks.last()? {
-            let (first, events) = split_block(&key, &value)?;
-            let last = events.len() - 1;
-            return decode_at(offset(first, last), events[last]).map(Some);
+            let (seq, bytes) = block_events(&key, &value)?.last().expect("a block is never empty");
+            return decode_at(seq, bytes).map(Some);
         }
         match self.legacy_events.last()? {
             None => Ok(None),
@@ -240,20 +242,24 @@ impl Store {
     ) -> Result<Option<T>, StoreError> {
         // Every legacy seq precedes every block, so a block starting at or before `seq` is the
         // only place it can be.
-        if let Some(item) = self.blocks.range(..=seq.to_be_bytes()).next_back() {
-            let (key, value) = item?;
-            let (first, events) = split_block(&key, &value)?;
-            let index = usize::try_from(seq.0 - first.0).ok();
-            return index.and_then(|i| events.get(i)).map(|bytes| read(bytes)).transpose();
+        if let Some((key, value)) = self.block_at_or_before(seq)? {
+            let mut events = block_events(&key, &value)?;
+            return events.find(|(at, _)| *at == seq).map(|(_, bytes)| read(bytes)).transpose();
         }
         self.legacy_events.get(seq.to_be_bytes())?.map(|value| read(&value)).transpose()
     }
 
-    /// The key of the block that holds `seq` or, when no block starts at or before it, `seq`'s
-    /// own key: where a scan of the blocks from `seq` on starts.
+    /// The block whose first seq is the greatest at or before `seq`: the one that holds `seq`,
+    /// if any does.
+    fn block_at_or_before(&self, seq: Seq) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
+        Ok(self.blocks.range(..=seq.to_be_bytes()).next_back().transpose()?)
+    }
+
+    /// Where a scan of the blocks from `seq` on starts: the key of the block that holds `seq`
+    /// or, when no block starts at or before it, `seq`'s own key.
     fn block_start(&self, seq: Seq) -> Result<[u8; 8], StoreError> {
-        match self.blocks.range(..=seq.to_be_bytes()).next_back() {
-            Some(item) => Ok(key_seq(&item?.0)?.to_be_bytes()),
+        match self.block_at_or_before(seq)? {
+            Some((key, _)) => Ok(key_seq(&key)?.to_be_bytes()),
             None => Ok(seq.to_be_bytes()),
         }
     }
@@ -272,11 +278,7 @@ impl Store {
         let blocks = self.blocks.range(start..).flat_map(move |item| {
             let decoded: Vec<Result<Event, StoreError>> =
                 match item.map_err(StoreError::from).and_then(|(key, value)| {
-                    let (block_first, events) = split_block(&key, &value)?;
-                    Ok(events
-                        .iter()
-                        .enumerate()
-                        .map(|(i, bytes)| (offset(block_first, i), bytes))
+                    Ok(block_events(&key, &value)?
                         .filter(|(seq, _)| *seq >= first)
                         .map(|(seq, bytes)| decode_at(seq, bytes))
                         .collect())
@@ -334,7 +336,8 @@ impl Store {
             Some(last) => self.blocks.range(start..=last.to_be_bytes()),
             None => self.blocks.range(start..),
         };
-        type Decoded<T> = Result<(Vec<Event>, Vec<T>), StoreError>;
+        // A block's events as far as they decode, then the error that stopped them, if any.
+        type Decoded<T> = (Vec<Event>, Vec<T>, Option<StoreError>);
         let (to_caller, decoded) = mpsc::sync_channel::<Decoded<T>>(4);
         let (to_decoder, done) = mpsc::channel::<Vec<Event>>();
         let prepare = &prepare;
@@ -345,21 +348,22 @@ impl Store {
                     while let Ok(events) = done.try_recv() {
                         drop(events);
                     }
-                    let events = item.map_err(StoreError::from).and_then(|(key, value)| {
-                        let (block_first, events) = split_block(&key, &value)?;
-                        let wanted =
-                            (0..events.len()).map(|i| offset(block_first, i)).zip(events).filter(
-                                |(seq, _)| *seq >= first && last.is_none_or(|last| *seq <= last),
-                            );
-                        let events = wanted
-                            .map(|(seq, bytes)| decode_at(seq, bytes))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        let prepared = events.iter().map(prepare).collect();
-                        Ok((events, prepared))
+                    let (mut events, mut prepared) = (Vec::new(), Vec::new());
+                    let read = item.map_err(StoreError::from).and_then(|(key, value)| {
+                        let wanted = block_events(&key, &value)?.filter(|(seq, _)| {
+                            *seq >= first && last.is_none_or(|last| *seq <= last)
+                        });
+                        for (seq, bytes) in wanted {
+                            let event = decode_at(seq, bytes)?;
+                            prepared.push(prepare(&event));
+                            events.push(event);
+                        }
+                        Ok(())
                     });
-                    let failed = events.is_err();
+                    let failure = read.err();
+                    let failed = failure.is_some();
                     // The caller stopped (its own error, or an error sent before) when this fails.
-                    if to_caller.send(events).is_err() || failed {
+                    if to_caller.send((events, prepared, failure)).is_err() || failed {
                         return;
                     }
                 }
@@ -367,10 +371,12 @@ impl Store {
             spawned.map_err(StoreError::Io)?;
             // `decoded` ends when the decoding thread does; dropping it on an early return stops
             // that thread at its next send.
-            for batch in decoded {
-                let (events, prepared) = batch?;
+            for (events, prepared, failure) in decoded {
                 for (event, prepared) in events.iter().zip(prepared) {
                     visit(event, prepared)?;
+                }
+                if let Some(e) = failure {
+                    return Err(e.into());
                 }
                 let _ = to_decoder.send(events);
             }
@@ -383,7 +389,7 @@ impl Store {
         let mut count = self.legacy_events.len();
         for item in self.blocks.iter() {
             let (key, value) = item?;
-            count += split_block(&key, &value)?.1.len();
+            count += block_events(&key, &value)?.count();
         }
         Ok(count)
     }
@@ -417,17 +423,19 @@ fn key_seq(key: &[u8]) -> Result<Seq, StoreError> {
     })
 }
 
-/// The seq `index` places after `first`.
-fn offset(first: Seq, index: usize) -> Seq {
-    Seq(first.0 + index as u64)
-}
-
-/// A block's first seq and its events, or the block named as corrupt at its first seq.
-fn split_block<'a>(key: &[u8], value: &'a [u8]) -> Result<(Seq, Vec<&'a [u8]>), StoreError> {
+/// The events of the block stored under `key`, oldest first, each with its seq; or the block
+/// named as corrupt at its first seq.
+fn block_events<'a>(
+    key: &[u8],
+    value: &'a [u8],
+) -> Result<impl Iterator<Item = (Seq, &'a [u8])> + 'a, StoreError> {
     let first = key_seq(key)?;
-    let events = block::decode(value)
-        .map_err(|e| StoreError::Corrupt { seq: first, reason: e.to_string() })?;
-    Ok((first, events))
+    let corrupt = |reason: String| StoreError::Corrupt { seq: first, reason };
+    let events = block::decode(value).map_err(|e| corrupt(e.to_string()))?;
+    if first.0.checked_add(events.len() as u64).is_none() {
+        return Err(corrupt("its events would pass the largest seq".to_owned()));
+    }
+    Ok(events.into_iter().enumerate().map(move |(i, bytes)| (Seq(first.0 + i as u64), bytes)))
 }
 
 /// Decodes one stored event and checks that it is the event that belongs at `seq`.
@@ -435,7 +443,8 @@ fn decode_at(seq: Seq, bytes: &[u8]) -> Result<Event, StoreError> {
     let event = Event::decode(bytes)
         .map_err(|e: DecodeError| StoreError::Corrupt { seq, reason: e.to_string() })?;
     if event.seq > seq {
-        let reason = format!("it is missing (its place in the log holds event {})", event.seq);
+        // Either it was taken out or events were swapped; nothing read so far tells which.
+        let reason = format!("it is missing or out of place: its place holds event {}", event.seq);
         return Err(StoreError::Corrupt { seq, reason });
     }
     if event.seq != seq {
