@@ -281,3 +281,23 @@ async fn a_log_of_one_event_per_key_is_read_and_extended() {
     assert!(!ok, "{report}");
     assert_eq!(report["first_bad_seq"], 5, "{report}");
 }
+
+/// A fold from the log sees every event before a damaged one, even when both share a block, and
+/// stops at the damaged one with its seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_stops_at_the_damaged_event_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    make_log(dir.path()).await;
+    tamper(dir.path(), |events| events[7] = b"{\"not\": \"an event\"}".to_vec());
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let mut seen = Vec::new();
+    let result = store.scan(Seq(1), None, |event| {
+        seen.push(event.seq.0);
+        Ok::<_, incidentd::store::StoreError>(())
+    });
+    assert!(
+        matches!(result, Err(incidentd::store::StoreError::Corrupt { seq: Seq(8), .. })),
+        "{result:?}"
+    );
+    assert_eq!(seen, (1..=7).collect::<Vec<u64>>());
+}
