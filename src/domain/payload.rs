@@ -210,14 +210,12 @@ fn without_whitespace(text: &str) -> String {
 /// Reads the typed view out of a payload's text in one pass: the fields incidentd uses are read
 /// as JSON values and every other field is read without being built.
 fn read_report(text: &str) -> Result<RunReport, PayloadError> {
-    let top = serde_json::from_str::<TopLevel>(text).map_err(|e| PayloadError::NotJson {
-        reason: json_reason(&e),
-        line: e.line(),
-        column: e.column(),
+    let top = serde_json::from_str::<ObjectOr<TopFields>>(text).map_err(|e| {
+        PayloadError::NotJson { reason: json_reason(&e), line: e.line(), column: e.column() }
     })?;
     match top {
-        TopLevel::Object(fields) => fields.report(),
-        TopLevel::Not(found) => Err(PayloadError::NotObject { found }),
+        ObjectOr::Object(fields) => fields.report(),
+        ObjectOr::Not(found) => Err(PayloadError::NotObject { found }),
     }
 }
 
@@ -252,32 +250,34 @@ const METRICS: [(&str, &str); 6] = [
     ("totalLatency", "metrics.totalLatency"),
 ];
 
-/// A payload's top level as [`read_report`] reads it.
-// Both enums here live on the stack for one read and are never stored; boxing the large variant
-// would add an allocation to every run read.
+/// An object read for the fields `T` takes from it, or the kind of a JSON value that is not an
+/// object (which the schema checks name).
+// Lives on the stack for one read and is never stored; boxing the large variant would add an
+// allocation to every run read.
 #[allow(clippy::large_enum_variant)]
-enum TopLevel {
-    Object(TopFields),
-    /// Not an object: the kind of JSON value it is.
+enum ObjectOr<T> {
+    Object(T),
     Not(&'static str),
 }
 
 /// The top-level fields incidentd reads, each as given (`None` when absent).
-#[derive(Default)]
 struct TopFields {
     monitor_uid: Option<Value>,
     monitor_name: Option<Value>,
-    metrics: Option<MetricsField>,
+    metrics: Option<ObjectOr<MetricFields>>,
     /// The first of these fields given more than once, if any.
     duplicate: Option<&'static str>,
 }
 
-/// The `metrics` field: its metrics as given, or another JSON value (read whole: that is an
-/// error anyway).
-#[allow(clippy::large_enum_variant)]
-enum MetricsField {
-    Object { values: [Option<Value>; 6], duplicate: Option<&'static str> },
-    Not(Value),
+/// The metrics incidentd reads, in the order of [`METRICS`], each as given.
+struct MetricFields {
+    values: [Option<Value>; 6],
+    duplicate: Option<&'static str>,
+}
+
+/// How the fields of one kind of object are read out of it.
+trait ReadObject: Sized {
+    fn read<'de, A: serde::de::MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
 }
 
 /// Any JSON value, read and thrown away. Unlike `serde::de::IgnoredAny`, it goes through
@@ -378,127 +378,83 @@ fn set<T>(
     *slot = Some(value);
 }
 
-impl<'de> Deserialize<'de> for TopLevel {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TopLevel, D::Error> {
-        struct TopVisitor;
-        impl<'de> serde::de::Visitor<'de> for TopVisitor {
-            type Value = TopLevel;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<TopLevel, A::Error> {
-                let mut f = TopFields::default();
-                while let Some(KeyIn(key)) = map.next_key::<KeyIn<3>>()? {
-                    match key {
-                        Some(0) => set(
-                            &mut f.monitor_uid,
-                            map.next_value()?,
-                            "monitor_uid",
-                            &mut f.duplicate,
-                        ),
-                        Some(1) => set(
-                            &mut f.monitor_name,
-                            map.next_value()?,
-                            "monitor_name",
-                            &mut f.duplicate,
-                        ),
-                        Some(_) => {
-                            set(&mut f.metrics, map.next_value()?, "metrics", &mut f.duplicate)
-                        }
-                        None => {
-                            map.next_value::<Skip>()?;
-                        }
-                    }
+impl ReadObject for TopFields {
+    fn read<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<TopFields, A::Error> {
+        let (mut monitor_uid, mut monitor_name, mut metrics) = (None, None, None);
+        let mut duplicate = None;
+        while let Some(KeyIn(key)) = map.next_key::<KeyIn<3>>()? {
+            match key {
+                Some(0) => set(&mut monitor_uid, map.next_value()?, "monitor_uid", &mut duplicate),
+                Some(1) => {
+                    set(&mut monitor_name, map.next_value()?, "monitor_name", &mut duplicate)
                 }
-                Ok(TopLevel::Object(f))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<TopLevel, A::Error> {
-                while seq.next_element::<Skip>()?.is_some() {}
-                Ok(TopLevel::Not("array"))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<TopLevel, E> {
-                Ok(TopLevel::Not("boolean"))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<TopLevel, E> {
-                Ok(TopLevel::Not("number"))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<TopLevel, E> {
-                Ok(TopLevel::Not("number"))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<TopLevel, E> {
-                Ok(TopLevel::Not("number"))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<TopLevel, E> {
-                Ok(TopLevel::Not("string"))
-            }
-            fn visit_unit<E>(self) -> Result<TopLevel, E> {
-                Ok(TopLevel::Not("null"))
+                Some(_) => set(&mut metrics, map.next_value()?, "metrics", &mut duplicate),
+                None => {
+                    map.next_value::<Skip>()?;
+                }
             }
         }
-        d.deserialize_any(TopVisitor)
+        Ok(TopFields { monitor_uid, monitor_name, metrics, duplicate })
     }
 }
 
-impl<'de> Deserialize<'de> for MetricsField {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MetricsField, D::Error> {
-        struct MetricsVisitor;
-        impl<'de> serde::de::Visitor<'de> for MetricsVisitor {
-            type Value = MetricsField;
+impl ReadObject for MetricFields {
+    fn read<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<MetricFields, A::Error> {
+        let mut values: [Option<Value>; 6] = Default::default();
+        let mut duplicate = None;
+        while let Some(KeyIn(key)) = map.next_key::<KeyIn<6>>()? {
+            match key {
+                Some(i) => set(&mut values[i], map.next_value()?, METRICS[i].1, &mut duplicate),
+                None => {
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        Ok(MetricFields { values, duplicate })
+    }
+}
+
+impl<'de, T: ReadObject> Deserialize<'de> for ObjectOr<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ObjectOr<T>, D::Error> {
+        struct ObjectOrVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: ReadObject> serde::de::Visitor<'de> for ObjectOrVisitor<T> {
+            type Value = ObjectOr<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON value")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
-                mut map: A,
-            ) -> Result<MetricsField, A::Error> {
-                let mut values: [Option<Value>; 6] = Default::default();
-                let mut duplicate = None;
-                while let Some(KeyIn(key)) = map.next_key::<KeyIn<6>>()? {
-                    match key {
-                        Some(i) => {
-                            set(&mut values[i], map.next_value()?, METRICS[i].1, &mut duplicate)
-                        }
-                        None => {
-                            map.next_value::<Skip>()?;
-                        }
-                    }
-                }
-                Ok(MetricsField::Object { values, duplicate })
+                map: A,
+            ) -> Result<ObjectOr<T>, A::Error> {
+                T::read(map).map(ObjectOr::Object)
             }
-            // Anything else is refused by the schema check, which names its kind.
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<MetricsField, A::Error> {
+            ) -> Result<ObjectOr<T>, A::Error> {
                 while seq.next_element::<Skip>()?.is_some() {}
-                Ok(MetricsField::Not(Value::Array(Vec::new())))
+                Ok(ObjectOr::Not("array"))
             }
-            fn visit_bool<E>(self, v: bool) -> Result<MetricsField, E> {
-                Ok(MetricsField::Not(Value::Bool(v)))
+            fn visit_bool<E>(self, _: bool) -> Result<ObjectOr<T>, E> {
+                Ok(ObjectOr::Not("boolean"))
             }
-            fn visit_i64<E>(self, v: i64) -> Result<MetricsField, E> {
-                Ok(MetricsField::Not(Value::from(v)))
+            fn visit_i64<E>(self, _: i64) -> Result<ObjectOr<T>, E> {
+                Ok(ObjectOr::Not("number"))
             }
-            fn visit_u64<E>(self, v: u64) -> Result<MetricsField, E> {
-                Ok(MetricsField::Not(Value::from(v)))
+            fn visit_u64<E>(self, _: u64) -> Result<ObjectOr<T>, E> {
+                Ok(ObjectOr::Not("number"))
             }
-            fn visit_f64<E>(self, v: f64) -> Result<MetricsField, E> {
-                Ok(MetricsField::Not(Value::from(v)))
+            fn visit_f64<E>(self, _: f64) -> Result<ObjectOr<T>, E> {
+                Ok(ObjectOr::Not("number"))
             }
-            fn visit_str<E>(self, v: &str) -> Result<MetricsField, E> {
-                Ok(MetricsField::Not(Value::from(v)))
+            fn visit_str<E>(self, _: &str) -> Result<ObjectOr<T>, E> {
+                Ok(ObjectOr::Not("string"))
             }
-            fn visit_unit<E>(self) -> Result<MetricsField, E> {
-                Ok(MetricsField::Not(Value::Null))
+            fn visit_unit<E>(self) -> Result<ObjectOr<T>, E> {
+                Ok(ObjectOr::Not("null"))
             }
         }
-        d.deserialize_any(MetricsVisitor)
+        d.deserialize_any(ObjectOrVisitor(std::marker::PhantomData))
     }
 }
 
@@ -517,24 +473,22 @@ impl TopFields {
             Some(Value::String(s)) => MonitorUid::parse(s).map_err(|reason| {
                 PayloadError::Invalid { field: "monitor_uid", reason: reason.to_owned() }
             })?,
-            Some(other) => return Err(wrong_type("monitor_uid", "a string", other)),
+            Some(other) => return Err(wrong_type("monitor_uid", "a string", json_kind(other))),
         };
         let monitor_name = match self.monitor_name {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
-            Some(other) => return Err(wrong_type("monitor_name", "a string", &other)),
+            Some(other) => return Err(wrong_type("monitor_name", "a string", json_kind(&other))),
         };
         let metrics = match self.metrics {
-            None | Some(MetricsField::Not(Value::Null)) => {
+            None | Some(ObjectOr::Not("null")) => {
                 return Err(PayloadError::Missing { field: "metrics" })
             }
-            Some(MetricsField::Not(other)) => {
-                return Err(wrong_type("metrics", "an object", &other))
-            }
-            Some(MetricsField::Object { duplicate: Some(field), .. }) => {
+            Some(ObjectOr::Not(kind)) => return Err(wrong_type("metrics", "an object", kind)),
+            Some(ObjectOr::Object(MetricFields { duplicate: Some(field), .. })) => {
                 return Err(given_twice(field))
             }
-            Some(MetricsField::Object { values, duplicate: None }) => {
+            Some(ObjectOr::Object(MetricFields { values, duplicate: None })) => {
                 let [failed, errors, passed, warnings, requests, latency] = values;
                 Metrics {
                     failed_tests: required_count(failed.as_ref(), METRICS[0].1)?,
@@ -550,8 +504,8 @@ impl TopFields {
     }
 }
 
-fn wrong_type(field: &'static str, expected: &str, found: &Value) -> PayloadError {
-    PayloadError::Invalid { field, reason: format!("must be {expected}, got {}", json_kind(found)) }
+fn wrong_type(field: &'static str, expected: &str, found: &str) -> PayloadError {
+    PayloadError::Invalid { field, reason: format!("must be {expected}, got {found}") }
 }
 
 fn required_count(value: Option<&Value>, field: &'static str) -> Result<u32, PayloadError> {
@@ -582,7 +536,7 @@ fn optional_u64(value: Option<&Value>, field: &'static str) -> Result<Option<u64
                 Err(PayloadError::Invalid { field, reason: format!("is out of range: {n}") })
             }
         }
-        Some(other) => Err(wrong_type(field, "a non-negative integer", other)),
+        Some(other) => Err(wrong_type(field, "a non-negative integer", json_kind(other))),
     }
 }
 
