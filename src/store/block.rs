@@ -14,6 +14,8 @@
 //! one per event saves most of that cost on the write path, and a replay iterates a few thousand
 //! keys instead of a million.
 
+use super::codec::{Dec, Enc};
+
 /// The format byte every block starts with. A different framing must take a new number, so that
 /// a build never misreads a block written by another.
 pub const BLOCK_FORMAT: u8 = 1;
@@ -33,68 +35,39 @@ pub enum BlockError {
 
 /// Frames `events`, oldest first, as one block.
 pub fn encode<'a>(events: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.push(BLOCK_FORMAT);
-    put_varint(&mut out, events.len() as u64);
+    let mut out = Enc::default();
+    out.u8(BLOCK_FORMAT);
+    out.u64(events.len() as u64);
     for event in events {
-        put_varint(&mut out, event.len() as u64);
-        out.extend_from_slice(event);
+        out.bytes(event);
     }
-    out
+    out.0
 }
 
 /// The events of a block, oldest first, without copying them.
 pub fn decode(block: &[u8]) -> Result<Vec<&[u8]>, BlockError> {
-    let (&format, mut rest) = block.split_first().ok_or(BlockError::Empty)?;
+    let mut d = Dec(block);
+    let format = d.u8().map_err(|_| BlockError::Empty)?;
     if format != BLOCK_FORMAT {
         return Err(BlockError::UnknownFormat(format));
     }
-    let count = take_varint(&mut rest).ok_or(BlockError::Truncated { index: 0, count: 0 })?;
+    let count = d.u64().map_err(|_| BlockError::Truncated { index: 0, count: 0 })?;
     if count == 0 {
         return Err(BlockError::Empty);
     }
     // Every event takes at least one length byte, so a count beyond the bytes left is damage;
     // checking first keeps a corrupt count from reserving a huge vector.
-    if count > rest.len() as u64 {
-        return Err(BlockError::Truncated { index: rest.len() as u64, count });
+    if count > d.0.len() as u64 {
+        return Err(BlockError::Truncated { index: d.0.len() as u64, count });
     }
     let mut events = Vec::with_capacity(count as usize);
     for index in 0..count {
-        let truncated = BlockError::Truncated { index, count };
-        let len = take_varint(&mut rest).ok_or(truncated.clone())?;
-        let len = usize::try_from(len).map_err(|_| truncated.clone())?;
-        if rest.len() < len {
-            return Err(truncated);
-        }
-        let (event, tail) = rest.split_at(len);
-        events.push(event);
-        rest = tail;
+        events.push(d.bytes().map_err(|_| BlockError::Truncated { index, count })?);
     }
-    if !rest.is_empty() {
-        return Err(BlockError::Trailing(rest.len()));
+    if !d.0.is_empty() {
+        return Err(BlockError::Trailing(d.0.len()));
     }
     Ok(events)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = bytes.split_first()?;
-        *bytes = rest;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

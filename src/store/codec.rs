@@ -1,4 +1,5 @@
-//! A compact binary encoding of the projection records, for the checkpoint and the snapshots.
+//! A compact binary encoding of the projection records, for the checkpoint and the snapshots. The
+//! log's block framing ([`super::block`]) uses its varints too, with errors of its own.
 //!
 //! Both are derived data that this build alone writes and reads, so they need no self-describing
 //! format: JSON made loading a checkpoint of 100,000 monitors and 164,000 incidents cost about two
