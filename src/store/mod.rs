@@ -9,8 +9,8 @@
 //! - tree `events`: the log as directories created before blocks hold it, one stored event per
 //!   key (big-endian seq -> the event's stored JSON). Read, never written: every seq in it comes
 //!   before every seq in `blocks`. Empty in directories created since.
-//! - tree `projections`: the checkpoint, see [`checkpoint`].
-//! - tree `snapshots`: whole projections as of past seqs, for time travel, see [`snapshot`].
+//! - tree `projections`: the checkpoint, see `checkpoint.rs`.
+//! - tree `snapshots`: whole projections as of past seqs, for time travel, see `snapshot.rs`.
 
 pub mod block;
 mod checkpoint;
@@ -62,7 +62,7 @@ impl Default for StoreOptions {
 const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
 
 /// The largest encoded event [`Store::append`] accepts. An event this large gets a block of its
-/// own, and a leaf of 17 such blocks (see [`VALUE_TARGET`]) stays below sled's blob threshold, so
+/// own, and a leaf of 17 such blocks (see `VALUE_TARGET`) stays below sled's blob threshold, so
 /// every event lives in the fsynced data file however the leaves around it are rewritten.
 pub const MAX_EVENT_BYTES: usize = 96 * 1024;
 
@@ -145,7 +145,7 @@ impl Store {
     /// in a crash, so nothing may be acknowledged or shown to readers before it.
     ///
     /// `events` must be consecutive seqs following the head. They are packed into as few blocks
-    /// as [`VALUE_TARGET`] allows.
+    /// as `VALUE_TARGET` allows.
     pub fn insert(&self, events: &[Encoded]) -> Result<(), StoreError> {
         if let Some(pair) = events.windows(2).find(|pair| pair[1].seq != pair[0].seq.next()) {
             // A block gives its events consecutive seqs; storing these would misplace them.
